@@ -1,0 +1,269 @@
+"""StyleGAN2 ('skip' generator, config E/F) as Flax linen modules, NHWC.
+
+Parameters are stored unscaled, exactly as the official checkpoints hold
+them; the equalized-learning-rate constants are applied at run time. That
+keeps conversion to pure transposes/flips, so every format round-trips
+exactly. The parameter tree mirrors NVIDIA's module names:
+
+  mapping/fc{i}/{kernel [in, out], bias}
+  synthesis/const [4, 4, C4]
+  synthesis/b{r}/{conv0 (r > 4), conv1}/{affine/{kernel [S, I], bias}, weight [3, 3, I, O], noise_strength, bias}
+  synthesis/b{r}/torgb/{affine/{kernel, bias}, weight [1, 1, I, 3], bias [3]}
+
+The up-sampling conv0 weight is the correlation kernel: torch's stored kernel
+flipped in both spatial axes (which is TensorFlow's stored kernel as is).
+"""
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+SQRT2 = math.sqrt(2.0)
+# [1, 3, 3, 1] outer product normalised to sum 1, times the up-sampling gain 4.
+_FIR_1D = np.array([1.0, 3.0, 3.0, 1.0])
+UP_FIR = (np.outer(_FIR_1D, _FIR_1D) / np.outer(_FIR_1D, _FIR_1D).sum() * 4.0
+          ).astype(np.float32)
+_NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """Everything about a generator's shape; read from checkpoints' tensors.
+
+  Attributes:
+    resolution: output size (a power of two >= 4).
+    z_dim: input latent size of the mapping network.
+    w_dim: style (W) size.
+    n_mlp: number of mapping layers.
+    channels: ((4, C4), (8, C8), ..., (resolution, CR)).
+    lr_mul: learning-rate multiplier of the mapping layers.
+  """
+  resolution: int
+  z_dim: int
+  w_dim: int
+  n_mlp: int
+  channels: tuple[tuple[int, int], ...]
+  lr_mul: float = 0.01
+
+  def __post_init__(self):
+    log2 = math.log2(self.resolution)
+    if self.resolution < 4 or log2 != int(log2):
+      raise ValueError(f'resolution must be a power of two >= 4, got '
+                       f'{self.resolution}')
+    if tuple(r for r, _ in self.channels) != self.resolutions:
+      raise ValueError(f'channels must list every resolution 4..'
+                       f'{self.resolution}, got {self.channels}')
+
+  @property
+  def resolutions(self) -> tuple[int, ...]:
+    return tuple(2**i for i in range(2, int(math.log2(self.resolution)) + 1))
+
+  @property
+  def n_latent(self) -> int:
+    """Rows of W+: one per 3x3 conv, plus one for the last ToRGB."""
+    return 2 * int(math.log2(self.resolution)) - 2
+
+  @property
+  def noise_resolutions(self) -> tuple[int, ...]:
+    """Resolution of each noise map in rosinality order: 4, then two per r."""
+    return (4,) + tuple(r for r in self.resolutions[1:] for _ in range(2))
+
+  def channel(self, resolution: int) -> int:
+    return dict(self.channels)[resolution]
+
+  def truncated(self, resolution: int) -> 'Architecture':
+    """The same generator cut after the block at `resolution`."""
+    if resolution not in self.resolutions:
+      raise ValueError(f'cannot truncate a {self.resolution}-px generator to '
+                       f'{resolution} px (choose one of {self.resolutions})')
+    return dataclasses.replace(
+        self, resolution=resolution,
+        channels=tuple((r, c) for r, c in self.channels if r <= resolution))
+
+
+def fused_leaky_relu(x: Array, bias: Array) -> Array:
+  return jax.nn.leaky_relu(x + bias, 0.2) * SQRT2
+
+
+def _fir(x: Array, lhs_dilation: int, pad: int) -> Array:
+  """Depthwise correlation with UP_FIR (symmetric, so also a convolution)."""
+  channels = x.shape[-1]
+  kernel = jnp.tile(jnp.asarray(UP_FIR, x.dtype)[:, :, None, None],
+                    (1, 1, 1, channels))
+  return jax.lax.conv_general_dilated(
+      x, kernel, (1, 1), ((pad, pad), (pad, pad)),
+      lhs_dilation=(lhs_dilation, lhs_dilation), dimension_numbers=_NHWC,
+      feature_group_count=channels)
+
+
+def upsample_2x(img: Array) -> Array:
+  """upfirdn2d(img, 4f, up=2, pad=(2, 1)): the skip path's up-sampling."""
+  return _fir(img, lhs_dilation=2, pad=2)
+
+
+class EqualDense(nn.Module):
+  """Dense layer with equalized learning rate: W * lr_mul / sqrt(in), b * lr_mul."""
+  features: int
+  lr_mul: float = 1.0
+  bias_init: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param(
+        'kernel', lambda k, s: jax.random.normal(k, s) / self.lr_mul,
+        (x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.constant(self.bias_init),
+                      (self.features,))
+    scale = self.lr_mul / math.sqrt(x.shape[-1])
+    return x @ (kernel * scale) + bias * self.lr_mul
+
+
+class Mapping(nn.Module):
+  """z -> w: PixelNorm, then n_mlp equalized-lr layers with fused leaky ReLU."""
+  n_mlp: int
+  w_dim: int
+  lr_mul: float = 0.01
+
+  @nn.compact
+  def __call__(self, z: Array) -> Array:
+    x = z * jax.lax.rsqrt(jnp.mean(z * z, axis=-1, keepdims=True) + 1e-8)
+    for i in range(self.n_mlp):
+      x = EqualDense(self.w_dim, lr_mul=self.lr_mul, name=f'fc{i}')(x)
+      x = jax.nn.leaky_relu(x, 0.2) * SQRT2  # bias already added, scaled
+    return x
+
+
+def modulated_conv(x: Array, weight: Array, style: Array, up: bool = False,
+                   demodulate: bool = True) -> Array:
+  """Modulated (optionally demodulated, optionally 2x up-sampling) conv.
+
+  Args:
+    x: (B, H, W, I) input.
+    weight: (k, k, I, O) unscaled weight (correlation kernel).
+    style: (B, I) per-sample input-channel scales.
+    up: 2x up-sampling conv followed by the [1, 3, 3, 1] blur.
+    demodulate: normalise each output channel of the per-sample weight.
+
+  The batch shares one convolution: the styles scale the input channels and
+  the demodulation coefficients scale the output channels. This equals the
+  official per-sample grouped convolution with weight c * W * s_n * d_n,
+  because both scalings are diagonal and commute with the convolution (and
+  with the depthwise blur after the up-sampling conv).
+  """
+  k, _, in_ch, _ = weight.shape
+  weight = weight * (1.0 / math.sqrt(in_ch * k * k))
+  x = x * style[:, None, None, :].astype(x.dtype)
+  if up:
+    # Zero insertion + pad 2 + correlation == torch's conv_transpose2d
+    # (stride 2, padding 0) with the unflipped torch kernel.
+    x = jax.lax.conv_general_dilated(
+        x, weight.astype(x.dtype), (1, 1), ((2, 2), (2, 2)),
+        lhs_dilation=(2, 2), dimension_numbers=_NHWC)
+    x = _fir(x, lhs_dilation=1, pad=1)
+  else:
+    x = jax.lax.conv_general_dilated(
+        x, weight.astype(x.dtype), (1, 1), 'SAME', dimension_numbers=_NHWC)
+  if demodulate:
+    power = jnp.sum(weight * weight, axis=(0, 1))  # (I, O)
+    demod = jax.lax.rsqrt((style * style) @ power + 1e-8)  # (B, O)
+    x = x * demod[:, None, None, :].astype(x.dtype)
+  return x
+
+
+class StyledConv(nn.Module):
+  """Modulated 3x3 conv, noise injection, bias and fused leaky ReLU."""
+  features: int
+  up: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, w: Array, noise: Optional[Array]) -> Array:
+    style = EqualDense(x.shape[-1], bias_init=1.0, name='affine')(w)
+    weight = self.param('weight', nn.initializers.normal(1.0),
+                        (3, 3, x.shape[-1], self.features))
+    x = modulated_conv(x, weight, style, up=self.up)
+    strength = self.param('noise_strength', nn.initializers.zeros, ())
+    if noise is not None:
+      x = x + strength * noise
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    return fused_leaky_relu(x, bias)
+
+
+class ToRGB(nn.Module):
+  """Modulated 1x1 conv to RGB (no demodulation) plus the up-sampled skip."""
+
+  @nn.compact
+  def __call__(self, x: Array, w: Array, skip: Optional[Array]) -> Array:
+    style = EqualDense(x.shape[-1], bias_init=1.0, name='affine')(w)
+    weight = self.param('weight', nn.initializers.normal(1.0),
+                        (1, 1, x.shape[-1], 3))
+    bias = self.param('bias', nn.initializers.zeros, (3,))
+    rgb = modulated_conv(x, weight, style, demodulate=False) + bias
+    return rgb if skip is None else rgb + upsample_2x(skip)
+
+
+class Block(nn.Module):
+  """One resolution: [up-sampling conv0,] conv1 and ToRGB (onto the skip)."""
+  features: int
+  up: bool
+
+  @nn.compact
+  def __call__(self, x, img, ws, noise):
+    """ws: the block's 2 (or 3 with conv0) W+ rows; noise: its 1 or 2 maps."""
+    if self.up:
+      x = StyledConv(self.features, up=True, name='conv0')(x, ws[0], noise[0])
+      ws, noise = ws[1:], noise[1:]
+    x = StyledConv(self.features, name='conv1')(x, ws[0], noise[0])
+    return x, ToRGB(name='torgb')(x, ws[1], img)
+
+
+class Synthesis(nn.Module):
+  """W+ (and noise, and optionally a 4x4 content tensor) -> image."""
+  arch: Architecture
+
+  @nn.compact
+  def __call__(self, wplus: Array, noise: Sequence[Optional[Array]],
+               content: Optional[Array] = None) -> Array:
+    arch = self.arch
+    const = self.param('const', nn.initializers.normal(1.0),
+                       (4, 4, arch.channel(4)))
+    x = (jnp.broadcast_to(const, (wplus.shape[0],) + const.shape)
+         if content is None else content)
+    img = None
+    # Block i reads W+ rows 2i-1 (conv0), 2i (conv1), 2i+1 (ToRGB, shared with
+    # the next block's conv0) and noise maps 2i-1, 2i.
+    for i, res in enumerate(arch.resolutions):
+      first = max(2 * i - 1, 0)
+      ws = [wplus[:, j] for j in range(first, 2 * i + 2)]
+      x, img = Block(arch.channel(res), up=res > 4, name=f'b{res}')(
+          x, img, ws, list(noise[first:2 * i + 1]))
+    return img
+
+
+class StyleGAN2(nn.Module):
+  """The generator: `mapping` (z -> w) and `synthesize` (W+ -> image)."""
+  arch: Architecture
+
+  def setup(self):
+    self.mapping_net = Mapping(self.arch.n_mlp, self.arch.w_dim,
+                               self.arch.lr_mul, name='mapping')
+    self.synthesis = Synthesis(self.arch, name='synthesis')
+
+  def mapping(self, z: Array) -> Array:
+    return self.mapping_net(z)
+
+  def synthesize(self, wplus: Array, noise: Sequence[Optional[Array]],
+                 content: Optional[Array] = None) -> Array:
+    return self.synthesis(wplus, noise, content)
+
+  def __call__(self, z: Array) -> Array:
+    """Used for initialisation: touches every parameter once."""
+    w = self.mapping(z)
+    wplus = jnp.repeat(w[:, None], self.arch.n_latent, axis=1)
+    return self.synthesize(wplus, [None] * len(self.arch.noise_resolutions))

@@ -1,0 +1,49 @@
+"""Shared fixtures: the reference files and generators converted from them."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sphinx_jax import convert
+
+FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+REPO = pathlib.Path(__file__).parent.parent
+
+
+def rel_err(a, b) -> float:
+  """max |a - b| / max |b|: the fixtures' README's tolerance measure."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  assert a.shape == b.shape, (a.shape, b.shape)
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def nhwc(x):
+  return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def run_cli(*args, env=None):
+  """Runs `python *args` from the repo root; returns the CompletedProcess."""
+  return subprocess.run([sys.executable, *map(str, args)], cwd=REPO,
+                        capture_output=True, text=True, timeout=300,
+                        env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope='session')
+def golden():
+  return dict(np.load(FIXTURES / 'rosinality_small_golden.npz'))
+
+
+@pytest.fixture(scope='session')
+def converted(tmp_path_factory):
+  """{'zip': dir, 'legacy': dir}: both rosinality fixtures, converted once."""
+  root = tmp_path_factory.mktemp('converted')
+  out = {}
+  for kind, name in (('zip', 'rosinality_small.pt'),
+                     ('legacy', 'rosinality_small_legacy.pt')):
+    out[kind] = str(root / kind)
+    convert.convert(str(FIXTURES / name), out[kind])
+  return out

@@ -1,0 +1,62 @@
+"""Building blocks of the generator."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sphinx_jax import stylegan2
+
+
+def grouped_modulated_conv(x, weight, style, up, demodulate):
+  """The official form: one convolution per sample with its own weight."""
+  k, _, in_ch, _ = weight.shape
+  w = weight[None] * (1 / math.sqrt(in_ch * k * k)) * style[:, None, None, :, None]
+  if demodulate:
+    w = w * jax.lax.rsqrt(jnp.sum(w * w, axis=(1, 2, 3), keepdims=True) + 1e-8)
+  outs = []
+  for n in range(x.shape[0]):
+    if up:
+      y = jax.lax.conv_general_dilated(x[n:n + 1], w[n], (1, 1), ((2, 2), (2, 2)),
+                                       lhs_dilation=(2, 2),
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      y = stylegan2._fir(y, lhs_dilation=1, pad=1)
+    else:
+      y = jax.lax.conv_general_dilated(x[n:n + 1], w[n], (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    outs.append(y)
+  return jnp.concatenate(outs)
+
+
+@pytest.mark.parametrize('up,demodulate,k', [(False, True, 3), (True, True, 3),
+                                             (False, False, 1)])
+def test_shared_weight_modconv_equals_grouped(up, demodulate, k):
+  kx, kw, ks = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (3, 8, 8, 16))
+  weight = jax.random.normal(kw, (k, k, 16, 12))
+  style = 1 + 0.5 * jax.random.normal(ks, (3, 16))
+  shared = stylegan2.modulated_conv(x, weight, style, up=up, demodulate=demodulate)
+  grouped = grouped_modulated_conv(x, weight, style, up, demodulate)
+  assert shared.shape == (3, 16 if up else 8, 16 if up else 8, 12)
+  np.testing.assert_allclose(shared, grouped, rtol=1e-5, atol=1e-5)
+
+
+def test_upsample_is_bilinear_like_and_preserves_constants():
+  img = jnp.ones((1, 4, 4, 3))
+  up = stylegan2.upsample_2x(img)
+  assert up.shape == (1, 8, 8, 3)
+  np.testing.assert_allclose(up[:, 1:-1, 1:-1], 1.0, rtol=1e-6)  # gain 4 * sum 1/4
+
+
+def test_architecture_validation():
+  with pytest.raises(ValueError, match='power of two'):
+    stylegan2.Architecture(24, 8, 8, 2, ((4, 8),))
+  with pytest.raises(ValueError, match='every resolution'):
+    stylegan2.Architecture(16, 8, 8, 2, ((4, 8), (16, 8)))
+  arch = stylegan2.Architecture(16, 8, 8, 2, ((4, 8), (8, 6), (16, 4)))
+  assert arch.n_latent == 6 and arch.noise_resolutions == (4, 8, 8, 16, 16)
+  assert arch.truncated(8).channels == ((4, 8), (8, 6))
+  with pytest.raises(ValueError, match='cannot truncate'):
+    arch.truncated(32)

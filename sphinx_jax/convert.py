@@ -1,0 +1,164 @@
+"""Converts StyleGAN2 checkpoints into the sphinx_jax generator directory.
+
+Nothing in a source file is executed: every pickle goes through
+`safe_pickle.RestrictedUnpickler`. Usage:
+
+  python convert_weights.py SRC OUT_DIR [--resolution R] [--overwrite]
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import shutil
+import sys
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sphinx_jax import rosinality, torch_files
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.generator import Generator, _expected_tree, check_tree, save_generator
+from sphinx_jax.stylegan2 import Architecture
+
+W_AVG_SAMPLES = 10_000
+
+
+@dataclasses.dataclass
+class Source:
+  """A generator read from a checkpoint, in the canonical layout."""
+  arch: Architecture
+  params: dict[str, Any]
+  noise: Optional[list[np.ndarray]]
+  w_avg: Optional[np.ndarray]
+  format: str
+
+
+def _read_rosinality(path: str, legacy: bool) -> Source:
+  ckpt = torch_files.load(path)
+  if isinstance(ckpt, dict) and 'g_ema' in ckpt:
+    sd, w_avg = ckpt['g_ema'], ckpt.get('latent_avg')
+  elif isinstance(ckpt, dict) and 'conv1.conv.weight' in ckpt:
+    sd, w_avg = ckpt, None  # a bare g_ema state dict
+  else:
+    keys = ', '.join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise SphinxError(f'{path}: no g_ema generator in this torch file (top level: {keys})')
+  if not isinstance(sd, dict):
+    raise SphinxError(f'{path}: g_ema is a {type(sd).__name__}, not a state dict')
+  arch, params, noise = rosinality.from_state_dict(sd, path)
+  if w_avg is not None:
+    w_avg = np.asarray(w_avg, np.float32).reshape(-1)
+    if w_avg.shape != (arch.w_dim,):
+      raise SphinxError(f'{path}: latent_avg has shape {w_avg.shape}, expected '
+                        f'({arch.w_dim},)')
+  return Source(arch, params, noise, w_avg,
+                'rosinality-legacy' if legacy else 'rosinality-zip')
+
+
+def read_source(path: str) -> Source:
+  """Detects the format from the file's bytes and reads the generator."""
+  try:
+    with open(path, 'rb') as f:
+      head = f.read(64)
+  except OSError as e:
+    raise SphinxError(f'{path}: cannot read ({e.strerror})') from None
+  if not head:
+    raise SphinxError(f'{path}: empty file')
+  if torch_files.is_torch_file(head):
+    return _read_rosinality(path, legacy=head.startswith(torch_files.LEGACY_MAGIC))
+  raise SphinxError(f'{path}: not a supported checkpoint (not a torch zip or '
+                    'legacy .pt file)')
+
+
+def truncate(src: Source, resolution: int) -> Source:
+  """Keeps the blocks up to `resolution`; the image is that block's skip output."""
+  try:
+    arch = src.arch.truncated(resolution)
+  except ValueError as e:
+    raise SphinxError(str(e)) from None
+  synthesis = {k: v for k, v in src.params['synthesis'].items()
+               if k == 'const' or int(k[1:]) <= resolution}
+  n_noise = len(arch.noise_resolutions)
+  return dataclasses.replace(
+      src, arch=arch, params={**src.params, 'synthesis': synthesis},
+      noise=None if src.noise is None else src.noise[:n_noise])
+
+
+def estimate_w_avg(arch: Architecture, params: Any, seed: int = 0) -> np.ndarray:
+  """Mean of mapping(z) over W_AVG_SAMPLES draws, for checkpoints without one."""
+  g = Generator(arch=arch, params=params, w_avg=jnp.zeros(arch.w_dim))
+  z = jax.random.normal(jax.random.key(seed), (W_AVG_SAMPLES, arch.z_dim))
+  return np.asarray(jax.jit(g.mapping)(z).mean(axis=0))
+
+
+def sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def convert(src_path: str, out_dir: str, resolution: Optional[int] = None,
+            overwrite: bool = False) -> Generator:
+  """Reads `src_path`, optionally truncates it, and writes `out_dir`.
+
+  The directory is written under a temporary name and renamed at the end, so
+  an interrupted conversion never leaves a half-written generator.
+  """
+  if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise SphinxError(f'{out_dir}: exists and is not empty (pass --overwrite '
+                      'to replace it)')
+  src = read_source(src_path)
+  check_tree({'params': src.params}, {'params': _expected_tree(src.arch, False)['params']},
+             src_path, 'generator')
+  info = {'source': {'file': os.path.basename(src_path), 'format': src.format,
+                     'sha256': sha256(src_path),
+                     'resolution': src.arch.resolution}}
+  if resolution is not None and resolution != src.arch.resolution:
+    src = truncate(src, resolution)
+    info['truncated_from'] = info['source']['resolution']
+  if src.w_avg is None:
+    src.w_avg = estimate_w_avg(src.arch, src.params)
+    info['w_avg'] = (f'estimated: mean of mapping(z) over {W_AVG_SAMPLES} '
+                     'draws (seed 0); the checkpoint stores none')
+  else:
+    info['w_avg'] = 'checkpoint'
+  g = Generator(arch=src.arch, params=src.params, w_avg=src.w_avg,
+                noise_const=None if src.noise is None else tuple(src.noise))
+  out_dir = os.path.abspath(out_dir)
+  tmp = f'{out_dir}.partial-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    save_generator(g, tmp, info)
+    if os.path.exists(out_dir):
+      shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return g
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog='convert_weights.py',
+      description='Convert a StyleGAN2 checkpoint for sphinx_jax (torch-free; '
+                  'nothing in the file is executed).')
+  parser.add_argument('src', help='checkpoint file (rosinality .pt)')
+  parser.add_argument('out_dir', help='directory to write')
+  parser.add_argument('--resolution', type=int, default=None,
+                      help='truncate the generator to this output size')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='replace an existing out_dir')
+  args = parser.parse_args(argv)
+  try:
+    g = convert(args.src, args.out_dir, args.resolution, args.overwrite)
+  except SphinxError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return e.exit_code
+  print(f'wrote {args.out_dir}: {g.resolution}x{g.resolution} generator, '
+        f'n_latent {g.n_latent}, w_dim {g.w_dim}, '
+        f'{"stored" if g.noise_const is not None else "no"} noise maps')
+  return 0

@@ -1,0 +1,126 @@
+"""rosinality / SPHInX `.pt` checkpoints -> the canonical parameter tree.
+
+Layout of `g_ema` (rosinality `model.py`): `style.{i}` mapping layers,
+`input.input` constant, `conv1`/`to_rgb1` at 4x4, then per block k
+(resolution 2^(k+3)) `convs.{2k}` (up-sampling), `convs.{2k+1}`, `to_rgbs.{k}`,
+and optional `noises.noise_{j}` buffers. Everything is inferred from the
+tensors' shapes; the rename table below must account for every key.
+"""
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+
+from sphinx_jax import stylegan2
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.stylegan2 import Architecture
+
+# Per-layer renames: torch suffix -> (canonical path, transform).
+_CONV = {
+    'conv.weight': ('weight', lambda w: w[0].transpose(2, 3, 1, 0)),
+    'conv.modulation.weight': ('affine/kernel', np.transpose),
+    'conv.modulation.bias': ('affine/bias', None),
+    'noise.weight': ('noise_strength', lambda w: w.reshape(())),
+    'activate.bias': ('bias', None),
+}
+# The up-sampling conv runs as a correlation: flip torch's kernel spatially.
+_UP_CONV = {**_CONV, 'conv.weight': (
+    'weight', lambda w: w[0].transpose(2, 3, 1, 0)[::-1, ::-1])}
+_TO_RGB = {
+    'conv.weight': ('weight', lambda w: w[0].transpose(2, 3, 1, 0)),
+    'conv.modulation.weight': ('affine/kernel', np.transpose),
+    'conv.modulation.bias': ('affine/bias', None),
+    'bias': ('bias', lambda b: b.reshape(-1)),
+}
+# Fixed FIR buffers: recomputed, but a checkpoint with another filter is a
+# different network and must not convert silently.
+_FIR_BUFFERS = re.compile(r'(convs\.\d+\.conv\.blur|to_rgbs\.\d+\.upsample)\.kernel')
+
+
+def _shape(sd: dict[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
+  if key not in sd:
+    raise SphinxError(f'{source}: g_ema lacks {key}')
+  return tuple(np.shape(sd[key]))
+
+
+def infer_architecture(sd: dict[str, np.ndarray], source: str) -> Architecture:
+  """Resolution, dims and channel table, from the tensors alone."""
+  if _shape(sd, 'to_rgb1.bias', source)[:2] != (1, 3):
+    raise SphinxError(f'{source}: to_rgb1.bias has shape '
+                      f'{_shape(sd, "to_rgb1.bias", source)}: not a 3-channel '
+                      'StyleGAN2 (a SWAGAN checkpoint is a different network)')
+  n_mlp = len([k for k in sd if re.fullmatch(r'style\.\d+\.weight', k)])
+  n_blocks = len([k for k in sd if re.fullmatch(r'to_rgbs\.\d+\.conv\.weight', k)])
+  w_dim = _shape(sd, 'conv1.conv.modulation.weight', source)[1]
+  z_dim = _shape(sd, 'style.1.weight', source)[1] if n_mlp else w_dim
+  channels = [(4, _shape(sd, 'conv1.conv.weight', source)[1])]
+  for k in range(n_blocks):
+    channels.append((2**(k + 3), _shape(sd, f'convs.{2 * k}.conv.weight', source)[1]))
+  return Architecture(resolution=2**(n_blocks + 2), z_dim=z_dim, w_dim=w_dim,
+                      n_mlp=n_mlp, channels=tuple(channels))
+
+
+def rename_table(arch: Architecture) -> dict[str, tuple[str, Callable | None]]:
+  """torch key -> (canonical parameter path, transform) for every parameter."""
+  table = {}
+  for i in range(arch.n_mlp):
+    table[f'style.{i + 1}.weight'] = (f'mapping/fc{i}/kernel', np.transpose)
+    table[f'style.{i + 1}.bias'] = (f'mapping/fc{i}/bias', None)
+  table['input.input'] = ('synthesis/const', lambda c: c[0].transpose(1, 2, 0))
+
+  def layer(prefix, dest, renames):
+    for suffix, (path, fn) in renames.items():
+      table[f'{prefix}.{suffix}'] = (f'synthesis/{dest}/{path}', fn)
+
+  layer('conv1', 'b4/conv1', _CONV)
+  layer('to_rgb1', 'b4/torgb', _TO_RGB)
+  for k, res in enumerate(arch.resolutions[1:]):
+    layer(f'convs.{2 * k}', f'b{res}/conv0', _UP_CONV)
+    layer(f'convs.{2 * k + 1}', f'b{res}/conv1', _CONV)
+    layer(f'to_rgbs.{k}', f'b{res}/torgb', _TO_RGB)
+  return table
+
+
+def _set(tree: dict[str, Any], path: str, value: np.ndarray) -> None:
+  *parents, leaf = path.split('/')
+  for p in parents:
+    tree = tree.setdefault(p, {})
+  tree[leaf] = value
+
+
+def from_state_dict(sd: dict[str, np.ndarray], source: str
+                    ) -> tuple[Architecture, dict[str, Any], list[np.ndarray] | None]:
+  """Converts a rosinality `g_ema` state dict.
+
+  Returns:
+    (architecture, parameter tree, noise maps as (r, r) arrays or None).
+  """
+  arch = infer_architecture(sd, source)
+  params = {}
+  for key, (path, fn) in rename_table(arch).items():
+    if key not in sd:
+      raise SphinxError(f'{source}: g_ema lacks {key}')
+    value = np.asarray(sd[key], np.float32)
+    _set(params, path, np.array(fn(value) if fn else value))  # contiguous copy
+  used = set(rename_table(arch))
+  noise_keys = [f'noises.noise_{j}' for j in range(len(arch.noise_resolutions))]
+  noise = None
+  if any(k in sd for k in noise_keys):
+    missing = [k for k in noise_keys if k not in sd]
+    if missing:
+      raise SphinxError(f'{source}: g_ema lacks {missing[0]}')
+    noise = [np.asarray(sd[k], np.float32).reshape(sd[k].shape[-2:])
+             for k in noise_keys]
+    used.update(noise_keys)
+  for key in sd:
+    if key in used:
+      continue
+    if _FIR_BUFFERS.fullmatch(key):
+      if not np.allclose(sd[key], stylegan2.UP_FIR):
+        raise SphinxError(f'{source}: {key} is not the [1, 3, 3, 1] filter '
+                          'this generator implements')
+      continue
+    raise SphinxError(f'{source}: g_ema has unexpected key {key} (not a '
+                      f'{arch.resolution}-px StyleGAN2 generator of this layout)')
+  return arch, params, noise

@@ -10,8 +10,7 @@ from absl import logging
 from absl import flags
 import jax
 
-from sphinx_jax import images
-from sphinx_jax.errors import SphinxError
+from sphinx_jax import cli, images
 from sphinx_jax.generator import Generator, load_generator
 
 _GENERATOR = flags.DEFINE_string('generator', None, 'converted generator directory',
@@ -38,14 +37,8 @@ def sample(g: Generator, num: int, seed: int = 0, truncation_psi: float = 1.0,
   return run(g, z)
 
 
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)  # keep JAX/Orbax chatter out
-  try:
-    g = load_generator(_GENERATOR.value)
-  except SphinxError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return e.exit_code
+def main() -> int:
+  g = load_generator(_GENERATOR.value)
   imgs = sample(g, _NUM.value, _SEED.value, _PSI.value, _NOISE.value)
   images.save_png(images.grid(images.to_uint8(imgs)), _OUT.value)
   print(f'wrote {_OUT.value}: {_NUM.value} samples at {g.resolution}x{g.resolution}')
@@ -53,4 +46,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

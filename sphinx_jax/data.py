@@ -1,0 +1,93 @@
+"""Input images: discovery, decoding and preprocessing to the generator's size.
+
+Images are read with Pillow, the EXIF orientation applied, any mode turned
+into RGB (grayscale replicated; transparency composited on white),
+centre-cropped to a square and resized with Lanczos. Arrays are float32
+(H, W, 3) in [-1, 1].
+"""
+
+import dataclasses
+import glob
+import os
+import zlib
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from sphinx_jax.errors import SphinxError
+
+EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp',
+              '.ppm', '.pgm')
+
+
+@dataclasses.dataclass(frozen=True)
+class InputImage:
+  """One input file and the name its outputs are written under."""
+  path: str
+  name: str
+
+  @property
+  def identity(self) -> int:
+    """A 31-bit id from the name: seeds this image's random draws, so its
+    result does not depend on which images share its batch."""
+    return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
+
+
+def discover(inputs: str) -> list[InputImage]:
+  """Lists image files from a file, a directory (recursively) or a glob.
+
+  Names are the paths relative to the directory (or the file stem), without
+  extension, '/' replaced by '__'; files differing only by extension keep it.
+  """
+  if os.path.isfile(inputs):
+    paths, root = [inputs], os.path.dirname(inputs)
+  elif os.path.isdir(inputs):
+    paths = [os.path.join(d, f) for d, _, files in os.walk(inputs) for f in files
+             if f.lower().endswith(EXTENSIONS)]
+    root = inputs
+  else:
+    paths = [p for p in glob.glob(inputs, recursive=True) if os.path.isfile(p)]
+    root = os.path.commonpath([os.path.dirname(p) for p in paths]) if paths else ''
+  if not paths:
+    raise SphinxError(f'inputs {inputs!r}: no image files found')
+  paths = sorted(paths)
+  stems = [os.path.splitext(os.path.relpath(p, root or '.'))[0] for p in paths]
+  images = []
+  for path, stem in zip(paths, stems):
+    name = stem.replace(os.sep, '__')
+    if stems.count(stem) > 1:
+      name += '_' + os.path.splitext(path)[1].lstrip('.').lower()
+    images.append(InputImage(path, name))
+  return images
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+  if img.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+    # 16/32-bit grayscale: scale the full range to 8 bits before RGB.
+    arr = np.asarray(img, np.float64)
+    hi = 65535.0 if img.mode.startswith('I;16') or arr.max() > 255 else 255.0
+    img = Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8))
+  if img.mode == 'P':
+    img = img.convert('RGBA')
+  if img.mode in ('RGBA', 'LA', 'PA'):
+    background = Image.new('RGBA', img.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(background, img.convert('RGBA'))
+  return img.convert('RGB')
+
+
+def load_image(path: str, resolution: int) -> np.ndarray:
+  """Decodes `path` into a (resolution, resolution, 3) float32 array in [-1, 1]."""
+  try:
+    with Image.open(path) as img:
+      img = ImageOps.exif_transpose(img)
+      img = _to_rgb(img)
+  except Image.DecompressionBombError as e:
+    raise SphinxError(f'{path}: image too large ({e})') from None
+  except (OSError, ValueError, SyntaxError) as e:
+    raise SphinxError(f'{path}: not a readable image ({e})') from None
+  w, h = img.size
+  side = min(w, h)
+  left, top = (w - side) // 2, (h - side) // 2
+  img = img.crop((left, top, left + side, top + side))
+  img = img.resize((resolution, resolution), Image.LANCZOS)
+  return np.asarray(img, np.float32) / 127.5 - 1.0

@@ -5,9 +5,13 @@ Adam state; the generator's and LPIPS's parameters are shared. All random
 draws come from keys derived from (seed, the image's identity, step), so an
 image's result does not depend on which images share its batch or where it
 sits in it.
+
+The compiled functions are module-level and take a hashable `Plan` as a
+static argument: every `Inverter` with the same plan and shapes reuses them.
 """
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import jax
@@ -39,11 +43,25 @@ class Settings:
     return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
 
 
-def image_keys(seed: int, identities: np.ndarray) -> Array:
-  """(B,) identities -> (B, 3) keys: init, per-step draws, final estimate."""
-  base = jax.random.key(seed)
-  return jax.vmap(lambda i: jax.random.split(jax.random.fold_in(base, i), 3))(
-      jnp.asarray(identities, jnp.uint32))
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Everything the compiled functions depend on besides array shapes."""
+  method_name: str
+  lr: float
+  schedule_all: bool
+  mse_weight: float
+  lpips_weight: float  # 0 when LPIPS is off
+  num_vicinal: int
+  w_std: Optional[float]
+
+  @property
+  def method(self) -> methods.Method:
+    return methods.get(self.method_name, self.w_std)
+
+  def tx(self, steps) -> optax.GradientTransformation:
+    """The optimiser for a run of `steps` (a traced value inside the step,
+    so runs of any length share one compiled program)."""
+    return make_optimizer(self.method, self.lr, steps, self.schedule_all)
 
 
 def make_optimizer(method: methods.Method, lr: float, steps: int,
@@ -55,6 +73,91 @@ def make_optimizer(method: methods.Method, lr: float, steps: int,
       lambda state: method.labels(state, schedule_all))
 
 
+def image_keys(seed: int, identities: np.ndarray) -> Array:
+  """(B,) identities -> (B, 3) keys: init, per-step draws, final estimate."""
+  base = jax.random.key(seed)
+  return jax.vmap(lambda i: jax.random.split(jax.random.fold_in(base, i), 3))(
+      jnp.asarray(identities, jnp.uint32))
+
+
+# Per-image functions; the jitted versions below vmap them over the batch.
+
+def _render(plan: Plan, state, key, t, g: Generator):
+  wplus, noise, content = plan.method.inputs(state, key, t, g)
+  noise = None if noise is None else [n[None] for n in noise]
+  content = None if content is None else content[None]
+  return g.synthesize(wplus[None], noise, content)[0], wplus, content
+
+
+def _loss(plan: Plan, state, key, t, target, target_feats, g, lpips_params):
+  image, _, _ = _render(plan, state, key, t, g)
+  loss = plan.mse_weight * metrics.mse(image, target)
+  if plan.lpips_weight:
+    loss += plan.lpips_weight * lpips.distance_from_features(
+        lpips_params, lpips.features(lpips_params, image), target_feats)
+  return loss + plan.method.regularizer(state), image
+
+
+def _step_one(plan: Plan, state, opt_state, keys, target, target_feats, step,
+              steps, g, lpips_params):
+  key = jax.random.fold_in(keys[1], step)
+  (loss, image), grads = jax.value_and_grad(
+      functools.partial(_loss, plan), has_aux=True)(
+          state, key, step / steps, target, target_feats, g, lpips_params)
+  updates, opt_state = plan.tx(steps).update(grads, opt_state, state)
+  state = plan.method.post_update(optax.apply_updates(state, updates))
+  return state, opt_state, loss, image
+
+
+def _estimate_one(plan: Plan, state, keys, g: Generator):
+  """Mean and std of the image (Welford), and the mean W+ and content,
+  over num_vicinal draws of the method's random inputs (at t = 1)."""
+
+  def draw(carry, k):
+    n, mean, m2, wplus_sum, content_sum = carry
+    image, wplus, content = _render(plan, state, jax.random.fold_in(keys[2], k),
+                                    1.0, g)
+    n = n + 1
+    delta = image - mean
+    mean = mean + delta / n
+    m2 = m2 + delta * (image - mean)
+    content_sum = content_sum if content is None else content_sum + content[0]
+    return (n, mean, m2, wplus_sum + wplus, content_sum), None
+
+  r = g.resolution
+  init = (0.0, jnp.zeros((r, r, 3)), jnp.zeros((r, r, 3)),
+          jnp.zeros((g.n_latent, g.w_dim)), jnp.zeros((4, 4, g.arch.channel(4))))
+  (n, mean, m2, wplus_sum, content_sum), _ = jax.lax.scan(
+      draw, init, jnp.arange(plan.num_vicinal))
+  return mean, jnp.sqrt(m2 / n), wplus_sum / n, content_sum / n
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(plan: Plan, keys, g):
+  def one(k):
+    state = plan.method.init(k[0], g)
+    return state, plan.tx(1).init(state)
+  return jax.vmap(one)(keys)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _step(plan: Plan, state, opt_state, keys, targets, feats, step, steps, g,
+          lpips_params):
+  return jax.vmap(functools.partial(_step_one, plan),
+                  in_axes=(0, 0, 0, 0, 0, None, None, None, None))(
+                      state, opt_state, keys, targets, feats, step, steps, g,
+                      lpips_params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _estimate(plan: Plan, state, keys, g):
+  return jax.vmap(functools.partial(_estimate_one, plan),
+                  in_axes=(0, 0, None))(state, keys, g)
+
+
+_features = jax.jit(lpips.features)
+
+
 @dataclasses.dataclass
 class Result:
   """Per-image outputs of one batch (leading axis: the batch)."""
@@ -63,102 +166,53 @@ class Result:
   mean: np.ndarray  # mean image over num_vicinal draws
   std: np.ndarray  # its per-pixel standard deviation
   wplus_mean: np.ndarray
-  content_mean: Optional[np.ndarray]
-  losses: np.ndarray  # (B,) final loss
+  content_mean: Optional[np.ndarray]  # SPHInX only
+  losses: np.ndarray  # (B,) at the last step
 
 
 class Inverter:
-  """Builds the jitted functions for one generator and one setting."""
+  """Inverts batches of images onto one generator with one setting."""
 
   def __init__(self, g: Generator, settings: Settings):
     self.g = g
     self.settings = settings
-    self.method = methods.get(settings.method, g)
-    self.lr = settings.lr if settings.lr is not None else self.method.default_lr
-    self.tx = make_optimizer(self.method, self.lr, settings.steps,
-                             settings.lr_schedule == 'all')
-    self.use_lpips = (settings.lpips_weight > 0 and
-                      g.resolution >= settings.lpips_min_resolution)
+    method = settings.method
+    default_lr = methods.get(method, 1.0).default_lr
+    self.lr = settings.lr if settings.lr is not None else default_lr
+    use_lpips = (settings.lpips_weight > 0 and
+                 g.resolution >= settings.lpips_min_resolution)
+    self.plan = Plan(
+        method_name=method, lr=self.lr,
+        schedule_all=settings.lr_schedule == 'all',
+        mse_weight=settings.mse_weight,
+        lpips_weight=settings.lpips_weight if use_lpips else 0.0,
+        num_vicinal=settings.num_vicinal,
+        w_std=methods.w_spread(g) if method == 'w' else None)
     self.lpips_params = lpips.load_params()
-    self._init = jax.jit(jax.vmap(self._init_one, in_axes=(0, None)))
-    self._features = jax.jit(lambda p, x: lpips.features(p, x))
-    self._step = jax.jit(
-        jax.vmap(self._step_one, in_axes=(0, 0, 0, 0, 0, None, None, None)),
-        donate_argnums=(0, 1))
-    self._estimate = jax.jit(
-        jax.vmap(self._estimate_one, in_axes=(0, 0, None)),
-        static_argnames=())
-
-  # Per-image functions (vmapped above).
-
-  def _init_one(self, keys, g):
-    state = self.method.init(keys[0], g)
-    return state, self.tx.init(state)
-
-  def _render(self, state, key, t, g):
-    wplus, noise, content = self.method.inputs(state, key, t, g)
-    noise = None if noise is None else [n[None] for n in noise]
-    content = None if content is None else content[None]
-    return g.synthesize(wplus[None], noise, content)[0], wplus, content
-
-  def _loss(self, state, key, t, target, target_feats, g, lpips_params):
-    image, _, _ = self._render(state, key, t, g)
-    s = self.settings
-    loss = s.mse_weight * metrics.mse(image, target)
-    if self.use_lpips:
-      loss += s.lpips_weight * lpips.distance_from_features(
-          lpips_params, lpips.features(lpips_params, image), target_feats)
-    return loss + self.method.regularizer(state), image
-
-  def _step_one(self, state, opt_state, keys, target, target_feats, step, g,
-                lpips_params):
-    key = jax.random.fold_in(keys[1], step)
-    t = step / self.settings.steps
-    (loss, image), grads = jax.value_and_grad(self._loss, has_aux=True)(
-        state, key, t, target, target_feats, g, lpips_params)
-    updates, opt_state = self.tx.update(grads, opt_state, state)
-    state = self.method.post_update(optax.apply_updates(state, updates))
-    return state, opt_state, loss, image
-
-  def _estimate_one(self, state, keys, g):
-    """Mean and std of the image (Welford), and the mean W+ and content,
-    over num_vicinal draws of the method's random inputs."""
-
-    def draw(carry, k):
-      n, mean, m2, wplus_sum, content_sum = carry
-      image, wplus, content = self._render(
-          state, jax.random.fold_in(keys[2], k), 1.0, g)
-      n = n + 1
-      delta = image - mean
-      mean = mean + delta / n
-      m2 = m2 + delta * (image - mean)
-      content_sum = content_sum if content is None else content_sum + content[0]
-      return (n, mean, m2, wplus_sum + wplus, content_sum), None
-
-    r = g.resolution
-    c4 = g.arch.channel(4)
-    init = (0.0, jnp.zeros((r, r, 3)), jnp.zeros((r, r, 3)),
-            jnp.zeros((g.n_latent, g.w_dim)), jnp.zeros((4, 4, c4)))
-    (n, mean, m2, wplus_sum, content_sum), _ = jax.lax.scan(
-        draw, init, jnp.arange(self.settings.num_vicinal))
-    return mean, jnp.sqrt(m2 / n), wplus_sum / n, content_sum / n
-
-  # Batch API.
 
   def init(self, identities: np.ndarray):
+    """Keys, states and Adam states for a batch of image identities."""
     keys = image_keys(self.settings.seed, identities)
-    state, opt_state = self._init(keys, self.g)
+    state, opt_state = _init(self.plan, keys, self.g)
     return keys, state, opt_state
 
   def target_features(self, targets: Array):
-    return self._features(self.lpips_params, targets) if self.use_lpips else (
-        jnp.zeros(targets.shape[:1]),)
+    """LPIPS features of the targets, computed once per batch."""
+    if not self.plan.lpips_weight:
+      return jnp.zeros(targets.shape[:1])
+    return _features(self.lpips_params, targets)
 
   def step(self, state, opt_state, keys, targets, target_feats, step: int):
     """One optimisation step for the whole batch; returns the new state, Adam
-    state, (B,) losses and (B, H, W, 3) images generated at this step."""
-    return self._step(state, opt_state, keys, targets, target_feats,
-                      jnp.asarray(step, jnp.int32), self.g, self.lpips_params)
+    state, (B,) losses and the (B, H, W, 3) images generated at this step."""
+    return _step(self.plan, state, opt_state, keys, targets, target_feats,
+                 jnp.asarray(step, jnp.int32),
+                 jnp.asarray(self.settings.steps, jnp.int32), self.g,
+                 self.lpips_params)
+
+  def estimate(self, state, keys):
+    """(mean image, std image, mean W+, mean content) over vicinal draws."""
+    return _estimate(self.plan, state, keys, self.g)
 
   def invert(self, targets: np.ndarray, identities: np.ndarray,
              on_step: Optional[Callable[[int, Array, Array], None]] = None
@@ -179,7 +233,7 @@ class Inverter:
                                                   targets, feats, step)
       if on_step is not None:
         on_step(step, losses, image)
-    mean, std, wplus_mean, content_mean = self._estimate(state, keys, self.g)
+    mean, std, wplus_mean, content_mean = self.estimate(state, keys)
     return Result(
         state=jax.device_get(state), reconstruction=np.asarray(image),
         mean=np.asarray(mean), std=np.asarray(std),

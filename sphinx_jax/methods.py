@@ -162,12 +162,14 @@ def w_spread(g: Generator, samples: int = 10_000, seed: int = 0) -> float:
 METHODS = ('sphinx', 'wplus', 'wplus_noise', 'w')
 
 
-def get(name: str, g: Optional[Generator] = None) -> Method:
-  """The method called `name` (the 'w' method needs G for its latent noise)."""
+def get(name: str, w_std: Optional[float] = None) -> Method:
+  """The method called `name`; 'w' needs the generator's `w_spread`."""
   if name == 'sphinx':
     return sphinx()
   if name in ('wplus', 'wplus_noise'):
     return wplus(optimise_noise=name == 'wplus_noise')
   if name == 'w':
-    return w_projector(w_spread(g))
+    if w_std is None:
+      raise ValueError("method 'w' needs w_std (methods.w_spread(G))")
+    return w_projector(w_std)
   raise ValueError(f'unknown method {name!r} (choose from {", ".join(METHODS)})')

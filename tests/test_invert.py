@@ -1,0 +1,113 @@
+"""The inversion engine through its Python API, on the fixture generator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sphinx_jax
+from sphinx_jax import invert, methods
+
+
+@pytest.fixture(scope='module')
+def gen(converted):
+  return sphinx_jax.load_generator(converted['zip'])
+
+
+@pytest.fixture(scope='module')
+def targets(gen):
+  """Three images the generator can make, with distinct content."""
+  z = jax.random.normal(jax.random.key(3), (3, gen.z_dim))
+  wplus = jnp.repeat(gen.mapping(z)[:, None], gen.n_latent, axis=1)
+  return np.asarray(gen.synthesize(wplus))
+
+
+def _leaf(tree, i):
+  return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)
+
+
+def test_result_does_not_depend_on_batch_company_or_position(gen, targets):
+  inv = invert.Inverter(gen, invert.Settings(steps=4, num_vicinal=2))
+  alone = inv.invert(targets[1:2], np.array([7]))
+  batch = inv.invert(targets[[2, 0, 1]], np.array([11, 5, 7]))
+  for a, b in zip(jax.tree_util.tree_leaves(_leaf(alone.state, 0)),
+                  jax.tree_util.tree_leaves(_leaf(batch.state, 2))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(alone.mean[0], batch.mean[2], atol=1e-4)
+  np.testing.assert_allclose(alone.wplus_mean[0], batch.wplus_mean[2], atol=1e-4)
+
+
+def test_deterministic_for_a_seed(gen, targets):
+  runs = [invert.Inverter(gen, invert.Settings(steps=4, num_vicinal=2, seed=s)
+                          ).invert(targets[:1], np.array([1]))
+          for s in (0, 0, 1)]
+  np.testing.assert_array_equal(runs[0].reconstruction, runs[1].reconstruction)
+  np.testing.assert_array_equal(runs[0].mean, runs[1].mean)
+  assert not np.array_equal(runs[0].reconstruction, runs[2].reconstruction)
+
+
+def test_sphinx_loss_falls_over_30_steps(gen, targets):
+  losses = []
+  inv = invert.Inverter(gen, invert.Settings(steps=30, num_vicinal=2))
+  result = inv.invert(targets[:1], np.array([1]),
+                      on_step=lambda step, loss, img: losses.append(float(loss[0])))
+  assert len(losses) == 30
+  assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
+  assert result.reconstruction.shape == (1, 32, 32, 3)
+  assert result.content_mean.shape == (1, 4, 4, 64)
+  assert result.wplus_mean.shape == (1, 8, 64)
+  # Vicinal draws differ: the estimate has a non-zero spread.
+  assert result.std.max() > 1e-4
+
+
+@pytest.mark.parametrize('schedule', ['official', 'all'])
+def test_learning_rate_schedule_groups(gen, targets, schedule):
+  """The ramp starts at lr 0: at step 0 only constant-lr groups move."""
+  inv = invert.Inverter(gen, invert.Settings(steps=10, num_vicinal=2, lr_schedule=schedule))
+  keys, state, opt_state = inv.init(np.array([1]))
+  before = jax.device_get(state)
+  t = jnp.asarray(targets[:1])
+  state, *_ = inv.step(state, opt_state, keys, t, inv.target_features(t), 0)
+  moved = {k: any(not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(before[k]), jax.tree_util.tree_leaves(state[k])))
+           for k in ('ps', 'pc', 'noise')}
+  if schedule == 'official':
+    assert moved == {'ps': False, 'pc': True, 'noise': True}
+  else:
+    assert moved == {'ps': False, 'pc': False, 'noise': False}
+
+
+@pytest.mark.parametrize('name', ['wplus', 'wplus_noise', 'w'])
+def test_baselines(gen, targets, name):
+  inv = invert.Inverter(gen, invert.Settings(method=name, steps=12, num_vicinal=3))
+  losses = []
+  result = inv.invert(targets[:2], np.array([1, 2]),
+                      on_step=lambda step, loss, img: losses.append(np.asarray(loss)))
+  assert np.all(np.isfinite(losses))
+  assert np.mean(losses[-1]) < np.mean(losses[0])
+  assert result.content_mean is None
+  if name == 'w':
+    # NVIDIA's recipe renormalises the noise maps after every step.
+    for n in result.state['noise']:
+      np.testing.assert_allclose(n.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+      np.testing.assert_allclose(n.std(axis=(1, 2, 3)), 1, atol=1e-4)
+    rows = result.wplus_mean[0]
+    np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-6)
+  else:  # deterministic: the vicinal estimate is the reconstruction itself
+    np.testing.assert_array_equal(result.std, 0)
+  assert inv.lr == methods.get(name, 1.0).default_lr
+
+
+def test_noise_regularization_penalises_correlation():
+  rng = np.random.default_rng(0)
+  white = [jnp.asarray(rng.normal(size=(16, 16, 1)), jnp.float32)]
+  smooth = [jnp.asarray(np.repeat(np.repeat(rng.normal(size=(8, 8, 1)), 2, 0), 2, 1),
+                        jnp.float32)]
+  assert methods.noise_regularization(smooth) > 10 * methods.noise_regularization(white)
+
+
+def test_lr_ramp_matches_the_projector_formula():
+  for t in (0.0, 0.01, 0.05, 0.5, 0.8, 0.99):
+    ramp = min(1, (1 - t) / 0.25)
+    ramp = (0.5 - 0.5 * np.cos(np.pi * ramp)) * min(1, t / 0.05)
+    assert abs(float(methods.lr_ramp(t)) - ramp) < 1e-6

@@ -1,7 +1,9 @@
 """Converts StyleGAN2 checkpoints into the sphinx_jax generator directory.
 
 Nothing in a source file is executed: every pickle goes through
-`safe_pickle.RestrictedUnpickler`. Usage:
+`safe_pickle.RestrictedUnpickler`. Sources: rosinality `.pt` (torch zip or
+legacy), NVIDIA stylegan2-ada-pytorch / stylegan3-repo and official
+TensorFlow network pickles, told apart by their bytes. Usage:
 
   python convert_weights.py SRC OUT_DIR [--resolution R] [--overwrite]
 """
@@ -18,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax import rosinality, torch_files
+from sphinx_jax import nvidia, rosinality, torch_files
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.generator import Generator, _expected_tree, check_tree, save_generator
 from sphinx_jax.stylegan2 import Architecture
@@ -68,8 +70,16 @@ def read_source(path: str) -> Source:
     raise SphinxError(f'{path}: empty file')
   if torch_files.is_torch_file(head):
     return _read_rosinality(path, legacy=head.startswith(torch_files.LEGACY_MAGIC))
-  raise SphinxError(f'{path}: not a supported checkpoint (not a torch zip or '
-                    'legacy .pt file)')
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except OSError as e:
+    raise SphinxError(f'{path}: cannot read ({e.strerror})') from None
+  # NVIDIA pickles: the globals they name (an opcode walk, nothing executed).
+  kind = nvidia.detect(data, path)
+  if kind is None:
+    raise SphinxError(f'{path}: {nvidia.describe_unknown(data)}')
+  return Source(*nvidia.read(data, kind, path))
 
 
 def truncate(src: Source, resolution: int) -> Source:
@@ -146,7 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog='convert_weights.py',
       description='Convert a StyleGAN2 checkpoint for sphinx_jax (torch-free; '
                   'nothing in the file is executed).')
-  parser.add_argument('src', help='checkpoint file (rosinality .pt)')
+  parser.add_argument(
+      'src', help='checkpoint file: rosinality .pt (torch zip or legacy), '
+      'NVIDIA stylegan2-ada-pytorch / stylegan3 network .pkl, or official '
+      'TensorFlow StyleGAN2 .pkl (detected from the bytes)')
   parser.add_argument('out_dir', help='directory to write')
   parser.add_argument('--resolution', type=int, default=None,
                       help='truncate the generator to this output size')

@@ -144,19 +144,25 @@ def check_tree(tree: Any, expected: Any, source: str, what: str) -> None:
 
 
 def architecture_to_json(arch: Architecture) -> dict[str, Any]:
-  return {
+  d = {
       'resolution': arch.resolution, 'z_dim': arch.z_dim, 'w_dim': arch.w_dim,
       'n_mlp': arch.n_mlp, 'lr_mul': arch.lr_mul,
       'channels': {str(r): c for r, c in arch.channels},
       'n_latent': arch.n_latent, 'num_noise': len(arch.noise_resolutions),
   }
+  # Written only when set, so unclamped generators keep the original layout.
+  if arch.conv_clamp is not None:
+    d['conv_clamp'] = arch.conv_clamp
+  return d
 
 
 def architecture_from_json(d: dict[str, Any]) -> Architecture:
+  conv_clamp = d.get('conv_clamp')  # absent in directories written before it
   return Architecture(
       resolution=int(d['resolution']), z_dim=int(d['z_dim']),
       w_dim=int(d['w_dim']), n_mlp=int(d['n_mlp']), lr_mul=float(d['lr_mul']),
-      channels=tuple(sorted((int(r), int(c)) for r, c in d['channels'].items())))
+      channels=tuple(sorted((int(r), int(c)) for r, c in d['channels'].items())),
+      conv_clamp=None if conv_clamp is None else float(conv_clamp))
 
 
 def save_generator(g: Generator, out_dir: str, info: dict[str, Any]) -> None:

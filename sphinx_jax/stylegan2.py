@@ -44,6 +44,10 @@ class Architecture:
     n_mlp: number of mapping layers.
     channels: ((4, C4), (8, C8), ..., (resolution, CR)).
     lr_mul: learning-rate multiplier of the mapping layers.
+    conv_clamp: if set, every 3x3 conv output (after the activation gain) and
+      every ToRGB output (before the skip is added) is clamped to
+      [-conv_clamp, conv_clamp], as stylegan2-ada-pytorch does; None (the
+      rosinality and TensorFlow generators) clamps nothing.
   """
   resolution: int
   z_dim: int
@@ -51,6 +55,7 @@ class Architecture:
   n_mlp: int
   channels: tuple[tuple[int, int], ...]
   lr_mul: float = 0.01
+  conv_clamp: Optional[float] = None
 
   def __post_init__(self):
     log2 = math.log2(self.resolution)
@@ -90,6 +95,10 @@ class Architecture:
 
 def fused_leaky_relu(x: Array, bias: Array) -> Array:
   return jax.nn.leaky_relu(x + bias, 0.2) * SQRT2
+
+
+def _clamp(x: Array, conv_clamp: Optional[float]) -> Array:
+  return x if conv_clamp is None else jnp.clip(x, -conv_clamp, conv_clamp)
 
 
 def _fir(x: Array, lhs_dilation: int, pad: int) -> Array:
@@ -181,6 +190,7 @@ class StyledConv(nn.Module):
   """Modulated 3x3 conv, noise injection, bias and fused leaky ReLU."""
   features: int
   up: bool = False
+  conv_clamp: Optional[float] = None
 
   @nn.compact
   def __call__(self, x: Array, w: Array, noise: Optional[Array]) -> Array:
@@ -192,11 +202,12 @@ class StyledConv(nn.Module):
     if noise is not None:
       x = x + strength * noise
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
-    return fused_leaky_relu(x, bias)
+    return _clamp(fused_leaky_relu(x, bias), self.conv_clamp)
 
 
 class ToRGB(nn.Module):
   """Modulated 1x1 conv to RGB (no demodulation) plus the up-sampled skip."""
+  conv_clamp: Optional[float] = None
 
   @nn.compact
   def __call__(self, x: Array, w: Array, skip: Optional[Array]) -> Array:
@@ -204,7 +215,9 @@ class ToRGB(nn.Module):
     weight = self.param('weight', nn.initializers.normal(1.0),
                         (1, 1, x.shape[-1], 3))
     bias = self.param('bias', nn.initializers.zeros, (3,))
-    rgb = modulated_conv(x, weight, style, demodulate=False) + bias
+    # ada clamps the layer's own output; the up-sampled skip is added after.
+    rgb = _clamp(modulated_conv(x, weight, style, demodulate=False) + bias,
+                 self.conv_clamp)
     return rgb if skip is None else rgb + upsample_2x(skip)
 
 
@@ -212,15 +225,19 @@ class Block(nn.Module):
   """One resolution: [up-sampling conv0,] conv1 and ToRGB (onto the skip)."""
   features: int
   up: bool
+  conv_clamp: Optional[float] = None
 
   @nn.compact
   def __call__(self, x, img, ws, noise):
     """ws: the block's 2 (or 3 with conv0) W+ rows; noise: its 1 or 2 maps."""
+    clamp = self.conv_clamp
     if self.up:
-      x = StyledConv(self.features, up=True, name='conv0')(x, ws[0], noise[0])
+      x = StyledConv(self.features, up=True, conv_clamp=clamp, name='conv0')(
+          x, ws[0], noise[0])
       ws, noise = ws[1:], noise[1:]
-    x = StyledConv(self.features, name='conv1')(x, ws[0], noise[0])
-    return x, ToRGB(name='torgb')(x, ws[1], img)
+    x = StyledConv(self.features, conv_clamp=clamp, name='conv1')(
+        x, ws[0], noise[0])
+    return x, ToRGB(conv_clamp=clamp, name='torgb')(x, ws[1], img)
 
 
 class Synthesis(nn.Module):
@@ -241,7 +258,8 @@ class Synthesis(nn.Module):
     for i, res in enumerate(arch.resolutions):
       first = max(2 * i - 1, 0)
       ws = [wplus[:, j] for j in range(first, 2 * i + 2)]
-      x, img = Block(arch.channel(res), up=res > 4, name=f'b{res}')(
+      x, img = Block(arch.channel(res), up=res > 4, conv_clamp=arch.conv_clamp,
+                     name=f'b{res}')(
           x, img, ws, list(noise[first:2 * i + 1]))
     return img
 

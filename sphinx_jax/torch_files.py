@@ -81,7 +81,7 @@ def _storage_dtype(storage_type, source: str) -> np.dtype:
   return storage_type.dtype
 
 
-def _load_zip(data: bytes, source: str, allowed) -> Any:
+def load_zip(data: bytes, source: str, allowed) -> Any:
   try:
     archive = zipfile.ZipFile(io.BytesIO(data))
     names = archive.namelist()
@@ -192,7 +192,7 @@ def load(path: str, allowed: safe_pickle.Allowlist = ALLOWED) -> Any:
   except OSError as e:
     raise SphinxError(f'{path}: cannot read ({e.strerror})') from None
   if data.startswith(ZIP_MAGIC):
-    return _load_zip(data, path, allowed)
+    return load_zip(data, path, allowed)
   if data.startswith(LEGACY_MAGIC):
     return load_legacy_stream(io.BytesIO(data), path, allowed)
   raise SphinxError(f'{path}: not a torch checkpoint (neither the zip nor the '

@@ -8,11 +8,11 @@ tensors' shapes; the rename table below must account for every key.
 """
 
 import re
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from sphinx_jax import stylegan2
+from sphinx_jax import rename, stylegan2
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.stylegan2 import Architecture
 
@@ -61,7 +61,7 @@ def infer_architecture(sd: dict[str, np.ndarray], source: str) -> Architecture:
                       n_mlp=n_mlp, channels=tuple(channels))
 
 
-def rename_table(arch: Architecture) -> dict[str, tuple[str, Callable | None]]:
+def rename_table(arch: Architecture) -> rename.Table:
   """torch key -> (canonical parameter path, transform) for every parameter."""
   table = {}
   for i in range(arch.n_mlp):
@@ -82,13 +82,6 @@ def rename_table(arch: Architecture) -> dict[str, tuple[str, Callable | None]]:
   return table
 
 
-def _set(tree: dict[str, Any], path: str, value: np.ndarray) -> None:
-  *parents, leaf = path.split('/')
-  for p in parents:
-    tree = tree.setdefault(p, {})
-  tree[leaf] = value
-
-
 def from_state_dict(sd: dict[str, np.ndarray], source: str
                     ) -> tuple[Architecture, dict[str, Any], list[np.ndarray] | None]:
   """Converts a rosinality `g_ema` state dict.
@@ -97,30 +90,16 @@ def from_state_dict(sd: dict[str, np.ndarray], source: str
     (architecture, parameter tree, noise maps as (r, r) arrays or None).
   """
   arch = infer_architecture(sd, source)
-  params = {}
-  for key, (path, fn) in rename_table(arch).items():
-    if key not in sd:
-      raise SphinxError(f'{source}: g_ema lacks {key}')
-    value = np.asarray(sd[key], np.float32)
-    _set(params, path, np.array(fn(value) if fn else value))  # contiguous copy
-  used = set(rename_table(arch))
+
+  def fir_buffer(key, value):
+    if not _FIR_BUFFERS.fullmatch(key):
+      return False
+    if not np.allclose(value, stylegan2.UP_FIR):
+      raise SphinxError(f'{source}: {key} is not the [1, 3, 3, 1] filter this '
+                        'generator implements')
+    return True
+
   noise_keys = [f'noises.noise_{j}' for j in range(len(arch.noise_resolutions))]
-  noise = None
-  if any(k in sd for k in noise_keys):
-    missing = [k for k in noise_keys if k not in sd]
-    if missing:
-      raise SphinxError(f'{source}: g_ema lacks {missing[0]}')
-    noise = [np.asarray(sd[k], np.float32).reshape(sd[k].shape[-2:])
-             for k in noise_keys]
-    used.update(noise_keys)
-  for key in sd:
-    if key in used:
-      continue
-    if _FIR_BUFFERS.fullmatch(key):
-      if not np.allclose(sd[key], stylegan2.UP_FIR):
-        raise SphinxError(f'{source}: {key} is not the [1, 3, 3, 1] filter '
-                          'this generator implements')
-      continue
-    raise SphinxError(f'{source}: g_ema has unexpected key {key} (not a '
-                      f'{arch.resolution}-px StyleGAN2 generator of this layout)')
+  params, noise, _ = rename.convert_tensors(
+      sd, arch, rename_table(arch), noise_keys, None, fir_buffer, 'g_ema', source)
   return arch, params, noise

@@ -3,7 +3,6 @@
 The logic lives in `run(config)`; `main` only hands it the parsed config.
 """
 
-import dataclasses
 import os
 import sys
 import time

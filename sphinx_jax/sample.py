@@ -3,10 +3,7 @@
   python -m sphinx_jax.sample --generator DIR --out samples.png [--num 16]
 """
 
-import sys
 
-from absl import app
-from absl import logging
 from absl import flags
 import jax
 

@@ -1,0 +1,130 @@
+"""Benchmarks the inversion step: `python -m sphinx_jax.bench --resolution 64 --batch 4`.
+
+Runs on a random-weight generator with the config-f channel table (or a
+converted one with --generator), excludes compilation and warm-up, and reports
+the median over timed steps. The last line printed is one JSON object.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sphinx_jax import invert, methods
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.generator import Generator, load_generator
+from sphinx_jax.stylegan2 import Architecture, StyleGAN2
+
+
+def config_f(resolution: int) -> Architecture:
+  """StyleGAN2 config-f: 512-d z and w, 8 mapping layers, min(32768/r, 512)."""
+  res = [2**i for i in range(2, int(np.log2(resolution)) + 1)]
+  return Architecture(resolution=resolution, z_dim=512, w_dim=512, n_mlp=8,
+                      channels=tuple((r, min(32768 // r, 512)) for r in res))
+
+
+def random_generator(arch: Architecture, seed: int = 0) -> Generator:
+  params = jax.jit(StyleGAN2(arch).init)(
+      jax.random.key(seed), jnp.zeros((1, arch.z_dim)))['params']
+  return Generator(arch=arch, params=params, w_avg=jnp.zeros(arch.w_dim))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
+  """The device's measured float32 matrix-multiply throughput."""
+  a = jax.random.normal(jax.random.key(0), (n, n))
+  f = jax.jit(lambda a: a @ a)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
+          warmup: int = 2) -> dict:
+  settings = invert.Settings(method=method, steps=steps + warmup,
+                             lpips_weight=1.5 if use_lpips else 0.0,
+                             lpips_min_resolution=0)
+  inv = invert.Inverter(g, settings)
+  targets = jax.random.uniform(jax.random.key(1), (batch, g.resolution,
+                                                   g.resolution, 3), minval=-1)
+  keys, state, opt_state = inv.init(np.arange(batch))
+  feats = inv.target_features(targets)
+  args = (inv.plan, state, opt_state, keys, targets, feats, jnp.int32(0),
+          jnp.int32(settings.steps), g, inv.lpips_params)
+  compiled = invert._step.lower(*args).compile()  # pylint: disable=protected-access
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get('flops', 0.0)) if cost else 0.0
+  memory = compiled.memory_analysis()
+  times = []
+  for step in range(warmup + steps):
+    start = time.perf_counter()
+    state, opt_state, losses, _ = inv.step(state, opt_state, keys, targets,
+                                           feats, step)
+    losses.block_until_ready()
+    if step >= warmup:
+      times.append(time.perf_counter() - start)
+  seconds = statistics.median(times)
+  stats = jax.devices()[0].memory_stats() or {}
+  peak = stats.get('peak_bytes_in_use') or (
+      memory.argument_size_in_bytes + memory.output_size_in_bytes +
+      memory.temp_size_in_bytes if memory else 0)
+  return {
+      'image_steps_per_s': batch / seconds, 'ms_per_step': seconds * 1e3,
+      'resolution': g.resolution, 'batch': batch, 'method': method,
+      'lpips': use_lpips, 'dtype': 'float32',
+      'device': jax.devices()[0].device_kind, 'steps_timed': steps,
+      'flops_per_image_step': flops / batch,
+      'achieved_gflops': flops / seconds / 1e9,
+      'peak_memory_bytes': int(peak),
+  }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m sphinx_jax.bench',
+                                   description=__doc__.splitlines()[0])
+  parser.add_argument('--resolution', type=int, default=64)
+  parser.add_argument('--batch', type=int, default=4)
+  parser.add_argument('--steps', type=int, default=10, help='timed steps')
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--method', default='sphinx', choices=methods.METHODS)
+  parser.add_argument('--no-lpips', action='store_true', help='MSE loss only')
+  parser.add_argument('--dtype', default='float32', choices=['float32'])
+  parser.add_argument('--generator', help='bench a converted generator instead')
+  parser.add_argument('--no-matmul', action='store_true',
+                      help='skip measuring the matmul peak')
+  args = parser.parse_args(argv)
+  try:
+    g = (load_generator(args.generator) if args.generator
+         else random_generator(config_f(args.resolution)))
+  except (SphinxError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  result = bench(g, args.batch, args.steps, args.method, not args.no_lpips,
+                 args.warmup)
+  if not args.no_matmul:
+    result['matmul_peak_gflops'] = matmul_gflops()
+    result['fraction_of_matmul_peak'] = (result['achieved_gflops'] /
+                                         result['matmul_peak_gflops'])
+  for key in ('device', 'resolution', 'batch', 'method', 'lpips',
+              'ms_per_step', 'image_steps_per_s', 'flops_per_image_step',
+              'achieved_gflops', 'matmul_peak_gflops', 'peak_memory_bytes'):
+    if key in result:
+      value = result[key]
+      print(f'{key:<22} {value:.4g}' if isinstance(value, float)
+            else f'{key:<22} {value}')
+  print(json.dumps(result))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

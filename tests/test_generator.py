@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sphinx_jax
-from conftest import nhwc, rel_err
+from conftest import REPO, nhwc, rel_err
 
 
 @pytest.fixture(scope='module', params=['zip', 'legacy'])
@@ -94,3 +94,11 @@ def test_bad_arguments(gen, golden):
     gen.synthesize(wplus, _noise(golden)[:3])
   with pytest.raises(ValueError, match='noise must be'):
     gen.synthesize(wplus, 'random')
+
+
+def test_shipped_generator_is_the_converted_fixture(golden):
+  """ported_weights/rosinality_small (the Quickstart's) loads and matches."""
+  g = sphinx_jax.load_generator(str(REPO / 'ported_weights' / 'rosinality_small'))
+  assert rel_err(g.mapping(jnp.asarray(golden['z'])), golden['w']) < 1e-4
+  img = g.synthesize(jnp.asarray(golden['wplus']), _noise(golden))
+  assert rel_err(img, nhwc(golden['const_image'])) < 1e-4

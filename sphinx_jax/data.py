@@ -9,6 +9,7 @@ centre-cropped to a square and resized with Lanczos. Arrays are float32
 import dataclasses
 import glob
 import os
+import warnings
 import zlib
 
 import numpy as np
@@ -78,10 +79,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: str, resolution: int) -> np.ndarray:
   """Decodes `path` into a (resolution, resolution, 3) float32 array in [-1, 1]."""
   try:
-    with Image.open(path) as img:
-      img = ImageOps.exif_transpose(img)
-      img = _to_rgb(img)
-  except Image.DecompressionBombError as e:
+    with warnings.catch_warnings():
+      # Pillow only warns between MAX_IMAGE_PIXELS and twice that: refuse
+      # both, so a huge file never eats the machine's memory.
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        img = _to_rgb(img)
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise SphinxError(f'{path}: image too large ({e})') from None
   except (OSError, ValueError, SyntaxError) as e:
     raise SphinxError(f'{path}: not a readable image ({e})') from None

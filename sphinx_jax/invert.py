@@ -170,12 +170,27 @@ class Result:
   losses: np.ndarray  # (B,) at the last step
 
 
-class Inverter:
-  """Inverts batches of images onto one generator with one setting."""
+def batch_mesh(devices: Optional[list] = None) -> jax.sharding.Mesh:
+  """A 1-D mesh over the local devices; images are split along its axis."""
+  return jax.sharding.Mesh(np.array(devices or jax.local_devices()), ('batch',))
 
-  def __init__(self, g: Generator, settings: Settings):
-    self.g = g
+
+class Inverter:
+  """Inverts batches of images onto one generator with one setting.
+
+  With a mesh, the batch axis of everything per-image (targets, keys, state,
+  Adam state) is sharded over the mesh's devices and the generator and LPIPS
+  parameters are replicated; a batch must then be a multiple of the number of
+  devices (`padded_batch_size`).
+  """
+
+  def __init__(self, g: Generator, settings: Settings,
+               mesh: Optional[jax.sharding.Mesh] = None):
     self.settings = settings
+    self.mesh = mesh
+    replicated = (None if mesh is None else
+                  jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    self.g = g if mesh is None else jax.device_put(g, replicated)
     method = settings.method
     default_lr = methods.get(method, 1.0).default_lr
     self.lr = settings.lr if settings.lr is not None else default_lr
@@ -189,10 +204,27 @@ class Inverter:
         num_vicinal=settings.num_vicinal,
         w_std=methods.w_spread(g) if method == 'w' else None)
     self.lpips_params = lpips.load_params()
+    if mesh is not None:
+      self.lpips_params = jax.device_put(self.lpips_params, replicated)
+
+  @property
+  def num_devices(self) -> int:
+    return 1 if self.mesh is None else self.mesh.size
+
+  def padded_batch_size(self, n: int) -> int:
+    """The smallest batch >= n that divides evenly over the devices."""
+    return -(-n // self.num_devices) * self.num_devices
+
+  def shard(self, x):
+    """Places a per-image array (or pytree) with its batch axis sharded."""
+    if self.mesh is None:
+      return x
+    return jax.device_put(x, jax.sharding.NamedSharding(
+        self.mesh, jax.sharding.PartitionSpec('batch')))
 
   def init(self, identities: np.ndarray):
     """Keys, states and Adam states for a batch of image identities."""
-    keys = image_keys(self.settings.seed, identities)
+    keys = self.shard(image_keys(self.settings.seed, identities))
     state, opt_state = _init(self.plan, keys, self.g)
     return keys, state, opt_state
 
@@ -215,24 +247,30 @@ class Inverter:
     return _estimate(self.plan, state, keys, self.g)
 
   def invert(self, targets: np.ndarray, identities: np.ndarray,
-             on_step: Optional[Callable[[int, Array, Array], None]] = None
-             ) -> Result:
+             on_step: Optional[Callable[..., None]] = None,
+             start: Optional[tuple[Any, Any, int]] = None) -> Result:
     """Runs all steps on a batch of (B, H, W, 3) targets in [-1, 1].
 
     Args:
-      targets: the images.
+      targets: the images (B a multiple of the number of devices).
       identities: (B,) integers naming the images (seed their random draws).
-      on_step: called as on_step(step, losses, images) after every step.
+      on_step: called as on_step(step, losses, images, state, opt_state)
+        after every step (a checkpoint may copy the state; it must not keep
+        it: the next step reuses its buffers).
+      start: (state, opt_state, first step) to continue a checkpointed run.
     """
-    targets = jnp.asarray(targets, jnp.float32)
+    targets = self.shard(jnp.asarray(targets, jnp.float32))
     keys, state, opt_state = self.init(identities)
+    first = 0
+    if start is not None:
+      state, opt_state, first = self.shard(start[0]), self.shard(start[1]), start[2]
     feats = self.target_features(targets)
     losses = image = None
-    for step in range(self.settings.steps):
+    for step in range(first, self.settings.steps):
       state, opt_state, losses, image = self.step(state, opt_state, keys,
                                                   targets, feats, step)
       if on_step is not None:
-        on_step(step, losses, image)
+        on_step(step, losses, image, state, opt_state)
     mean, std, wplus_mean, content_mean = self.estimate(state, keys)
     return Result(
         state=jax.device_get(state), reconstruction=np.asarray(image),

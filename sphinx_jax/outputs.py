@@ -25,7 +25,7 @@ GIF_MAX_SIZE = 256
 STD_GAIN = 2.0
 
 
-def _atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
@@ -44,13 +44,13 @@ def save_gif(frames: Sequence[np.ndarray], path: str, ms_per_frame: int = 100
   pics = [Image.fromarray(f) for f in frames]
   if pics[0].width > GIF_MAX_SIZE:
     pics = [p.resize((GIF_MAX_SIZE, GIF_MAX_SIZE), Image.LANCZOS) for p in pics]
-  _atomic_write(path, lambda f: pics[0].save(
+  atomic_write(path, lambda f: pics[0].save(
       f, format='GIF', save_all=True, append_images=pics[1:],
       duration=ms_per_frame, loop=0))
 
 
 def write_json(obj: Any, path: str) -> None:
-  _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+  atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
 def write_image_results(directory: str, target: np.ndarray,

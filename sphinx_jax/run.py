@@ -1,21 +1,26 @@
 """Inverts a folder of images: `python -m sphinx_jax.run --config configs/invert.py`.
 
 The logic lives in `run(config)`; `main` only hands it the parsed config.
+A run is resumable: rerunning the same command skips finished images and
+continues the batch in progress from its last checkpoint (see resume.py).
 """
 
+import csv
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from ml_collections import config_flags
+from PIL import Image
 
-from sphinx_jax import cli, data, images, invert, methods, metrics, outputs
+from sphinx_jax import (cli, data, images, invert, methods, metrics, outputs,
+                        resume)
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import load_generator
+from sphinx_jax.generator import Generator, load_generator
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/invert.py', 'an ml_collections config file', lock_config=True)
@@ -35,8 +40,7 @@ def validate(config) -> None:
       ('lpips_weight', config.lpips_weight >= 0, 'non-negative'),
       ('num_vicinal', config.num_vicinal >= 1, 'at least 1'),
       ('save_every', config.save_every >= 1, 'at least 1'),
-      ('checkpoint_every', config.checkpoint_every == 0,
-       '0 (checkpointing arrives with resumable jobs)'),
+      ('checkpoint_every', config.checkpoint_every >= 0, 'non-negative (0: off)'),
       ('outdir', bool(config.outdir), 'a directory'),
   )
   for field, ok, want in checks:
@@ -44,24 +48,19 @@ def validate(config) -> None:
       raise SphinxError(f'config.{field} = {config[field]!r}: must be {want}')
 
 
-def _load_targets(batch, resolution, references):
-  """Decodes a batch; broken files are reported and left out."""
-  loaded, skipped = [], []
-  for item in batch:
-    try:
-      target = data.load_image(item.path, resolution)
-      ref = (data.load_image(references[item.name].path, resolution)
-             if item.name in references else target)
-      loaded.append((item, target, ref))
-    except SphinxError as e:
-      print(f'skipped {item.path}: {e}', file=sys.stderr)
-      skipped.append(item)
-  return loaded, skipped
-
-
 def _pad(arrays: np.ndarray, size: int) -> np.ndarray:
   """Repeats the last entry so every batch has the compiled batch size."""
   return np.concatenate([arrays] + [arrays[-1:]] * (size - len(arrays)))
+
+
+def _frame(imgs) -> np.ndarray:
+  """A progress frame: uint8, at most GIF_MAX_SIZE pixels a side."""
+  frames = images.to_uint8(np.asarray(imgs))
+  if frames.shape[1] <= outputs.GIF_MAX_SIZE:
+    return frames
+  size = (outputs.GIF_MAX_SIZE, outputs.GIF_MAX_SIZE)
+  return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS))
+                   for f in frames])
 
 
 def _save_codes(directory: str, result: invert.Result, i: int,
@@ -77,64 +76,162 @@ def _save_codes(directory: str, result: invert.Result, i: int,
   outputs.write_json(config_json, os.path.join(path, 'config.json'))
 
 
-def run(config) -> int:
+def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
+  """Keeps the metrics rows of finished images (a crash may have left a row
+  for an image the manifest does not list); rewrites the file atomically."""
+  if not os.path.exists(path):
+    return []
+  with open(path, newline='') as f:
+    rows = [r for r in csv.DictReader(f) if r.get('image') in names]
+  lines = [','.join(outputs.METRICS_COLUMNS)] + [
+      ','.join(r.get(c, '') for c in outputs.METRICS_COLUMNS) for r in rows]
+  outputs.atomic_write(path, lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+  return rows
+
+
+class _Batch:
+  """One batch of loaded images and what its run collects."""
+
+  def __init__(self, loaded, size: int):
+    self.items = [item for item, _, _ in loaded]
+    self.names = [item.name for item in self.items]
+    self.targets = np.stack([t for _, t, _ in loaded])
+    self.refs = _pad(np.stack([r for _, _, r in loaded]), size)
+    self.padded_targets = _pad(self.targets, size)
+    self.ids = _pad(np.array([item.identity for item in self.items]), size)
+    self.frames: list[np.ndarray] = []
+
+
+def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
+                  label: str) -> invert.Result:
+  """Runs one batch with progress frames, progress line and checkpoints."""
+  n, steps = len(batch.items), config.steps
+  checkpoints = (resume.BatchCheckpoints(
+      os.path.join(config.outdir, 'checkpoints'), config.checkpoint_every)
+                 if config.checkpoint_every else None)
+  start = None
+  if checkpoints is not None:
+    _, state, opt_state = inverter.init(batch.ids)
+    restored = checkpoints.restore(batch.names, state, opt_state)
+    if restored is not None:
+      state, opt_state, first, frames = restored
+      start = (state, opt_state, first)
+      batch.frames = list(frames.transpose(1, 0, 2, 3, 4))
+      print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
+            f'after step {first}', file=sys.stderr)
+  progress = outputs.Progress(label, steps, n)
+
+  def on_step(step, losses, imgs, state, opt_state):
+    if step % config.save_every == 0 or step == steps - 1:
+      batch.frames.append(_frame(imgs[:n]))
+    progress.update(step, losses[:n])
+    if checkpoints is not None and checkpoints.due(step, steps):
+      checkpoints.save(step, batch.names, state, opt_state,
+                       np.stack(batch.frames, axis=1))
+
+  result = inverter.invert(batch.padded_targets, batch.ids, on_step, start)
+  if checkpoints is not None:
+    checkpoints.clear()
+  return result
+
+
+def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
+                   config_json, table, manifest, seconds, evaluate
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+  """Writes each finished image; returns its metrics rows and failures."""
+  scores = jax.device_get(evaluate(inverter.lpips_params, result.reconstruction,
+                                   batch.refs))
+  scores_mean = jax.device_get(evaluate(inverter.lpips_params, result.mean,
+                                        batch.refs))
+  rows, failed = [], []
+  for i, item in enumerate(batch.items):
+    if not (np.isfinite(result.losses[i]) and
+            np.isfinite(result.reconstruction[i]).all()):
+      print(f'failed {item.path}: the loss became NaN or infinite; no outputs '
+            'written (try a lower lr)', file=sys.stderr)
+      failed.append(item.name)
+      continue
+    directory = os.path.join(config.outdir, item.name)
+    outputs.write_image_results(
+        directory, batch.targets[i], result.reconstruction[i], result.mean[i],
+        result.std[i], [f[i] for f in batch.frames])
+    _save_codes(directory, result, i, {**config_json, 'image': item.path})
+    row = {'image': item.name, 'method': config.method, 'steps': config.steps,
+           'seconds': seconds,
+           **{k: float(v[i]) for k, v in scores.items()},
+           **{f'{k}_mean': float(v[i]) for k, v in scores_mean.items()}}
+    table.add(row)
+    manifest.add(item.name)
+    rows.append(row)
+  return rows, failed
+
+
+def _load_batch(batch, resolution, references):
+  """Decodes a batch; broken files are reported and left out."""
+  loaded, skipped = [], []
+  for item in batch:
+    try:
+      target = data.load_image(item.path, resolution)
+      ref = (data.load_image(references[item.name].path, resolution)
+             if item.name in references else target)
+      loaded.append((item, target, ref))
+    except SphinxError as e:
+      print(f'skipped {item.path}: {e}', file=sys.stderr)
+      skipped.append(item.name)
+  return loaded, skipped
+
+
+def run(config, g: Optional[Generator] = None) -> int:
   """Inverts every image of `config.inputs`; returns the exit status."""
   validate(config)
-  g = load_generator(config.generator)
+  g = g or load_generator(config.generator)
   items = data.discover(config.inputs)
   references = ({r.name: r for r in data.discover(config.references)}
                 if config.references else {})
-  settings = invert.Settings.from_config(config)
-  inverter = invert.Inverter(g, settings)
-  os.makedirs(config.outdir, exist_ok=True)
-  table = outputs.MetricsTable(os.path.join(config.outdir, 'metrics.csv'))
+  resumed = resume.claim_outdir(config.outdir, resume.fingerprint(config))
+  manifest = resume.Manifest(config.outdir)
+  finished = manifest.finished()
+  metrics_path = os.path.join(config.outdir, 'metrics.csv')
+  done_rows = _keep_rows(metrics_path, finished) if resumed else []
+  todo = [item for item in items if item.name not in finished]
+  if resumed:
+    print(f'resuming in {config.outdir}: {len(items) - len(todo)} of '
+          f'{len(items)} images already finished', file=sys.stderr)
+
+  devices = jax.local_devices()
+  mesh = invert.batch_mesh(devices) if len(devices) > 1 else None
+  inverter = invert.Inverter(g, invert.Settings.from_config(config), mesh)
+  size = inverter.padded_batch_size(config.batch_size)
+  table = outputs.MetricsTable(metrics_path)
   config_json = {**config.to_dict(), 'lr_used': inverter.lr}
   outputs.write_json(config_json, os.path.join(config.outdir, 'config.json'))
   evaluate = jax.jit(metrics.evaluate)
 
-  rows, skipped = [], []
-  batches = [items[i:i + config.batch_size]
-             for i in range(0, len(items), config.batch_size)]
-  for b, batch in enumerate(batches):
-    loaded, bad = _load_targets(batch, g.resolution, references)
-    skipped += bad
+  rows, problems = [], []
+  groups = [todo[i:i + config.batch_size]
+            for i in range(0, len(todo), config.batch_size)]
+  for b, group in enumerate(groups):
+    loaded, skipped = _load_batch(group, g.resolution, references)
+    problems += skipped
     if not loaded:
       continue
-    n = len(loaded)
-    targets = _pad(np.stack([t for _, t, _ in loaded]), config.batch_size)
-    refs = _pad(np.stack([r for _, _, r in loaded]), config.batch_size)
-    ids = _pad(np.array([item.identity for item, _, _ in loaded]), config.batch_size)
-    progress = outputs.Progress(f'[batch {b + 1}/{len(batches)}]', config.steps, n)
-    frames = [[] for _ in range(n)]
-
-    def on_step(step, losses, imgs):
-      if step % config.save_every == 0 or step == config.steps - 1:
-        host = images.to_uint8(np.asarray(imgs[:n]))
-        for i in range(n):
-          frames[i].append(host[i])
-      progress.update(step, losses[:n])
-
+    batch = _Batch(loaded, size)
     start = time.perf_counter()
-    result = inverter.invert(targets, ids, on_step)
-    seconds = (time.perf_counter() - start) / n
-    scores = jax.device_get(evaluate(inverter.lpips_params, result.reconstruction, refs))
-    scores_mean = jax.device_get(evaluate(inverter.lpips_params, result.mean, refs))
-    for i, (item, target, _) in enumerate(loaded):
-      directory = os.path.join(config.outdir, item.name)
-      outputs.write_image_results(directory, target, result.reconstruction[i],
-                                  result.mean[i], result.std[i], frames[i])
-      _save_codes(directory, result, i, {**config_json, 'image': item.path})
-      row = {'image': item.name, 'method': config.method, 'steps': config.steps,
-             'seconds': seconds,
-             **{k: float(v[i]) for k, v in scores.items()},
-             **{f'{k}_mean': float(v[i]) for k, v in scores_mean.items()}}
-      table.add(row)
-      rows.append(row)
+    result = _invert_batch(inverter, batch, config,
+                           f'[batch {b + 1}/{len(groups)}]')
+    seconds = (time.perf_counter() - start) / len(batch.items)
+    new_rows, failed = _write_outputs(batch, result, inverter, config,
+                                      config_json, table, manifest, seconds,
+                                      evaluate)
+    rows += new_rows
+    problems += failed
+  rows = [{**r, **{k: float(r[k]) for k in outputs.METRICS_COLUMNS[3:]}}
+          for r in done_rows] + rows
   if rows:
     print(outputs.format_table(rows))
-  if skipped:
-    print(f'{len(skipped)} of {len(items)} images skipped (see above)',
-          file=sys.stderr)
+  if problems:
+    print(f'{len(problems)} of {len(items)} images skipped or failed (see '
+          'above)', file=sys.stderr)
     return 1
   return 0
 

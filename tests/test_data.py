@@ -61,3 +61,37 @@ def test_unreadable_file(tmp_path):
   (tmp_path / 'bad.png').write_bytes(b'not an image')
   with pytest.raises(SphinxError, match='bad.png: not a readable image'):
     data.load_image(str(tmp_path / 'bad.png'), 8)
+
+
+def test_more_modes_and_sizes(tmp_path):
+  Image.new('CMYK', (8, 8), (0, 255, 255, 0)).save(tmp_path / 'cmyk.jpg')
+  red = data.load_image(str(tmp_path / 'cmyk.jpg'), 8)
+  assert red[..., 0].mean() > 0.8 and red[..., 1].mean() < -0.8
+  Image.new('LA', (8, 8), (0, 0)).save(tmp_path / 'la.png')  # transparent -> white
+  np.testing.assert_allclose(data.load_image(str(tmp_path / 'la.png'), 8), 1.0)
+  Image.new('RGB', (1, 1), (0, 0, 0)).save(tmp_path / 'tiny.png')
+  assert data.load_image(str(tmp_path / 'tiny.png'), 32).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize('content', [b'', b'GIF89a', b'\xff\xd8\xff\xe0 half a jpeg'])
+def test_empty_or_truncated_files(tmp_path, content):
+  (tmp_path / 'x.jpg').write_bytes(content)
+  with pytest.raises(SphinxError, match='x.jpg: not a readable image'):
+    data.load_image(str(tmp_path / 'x.jpg'), 8)
+
+
+def test_truncated_real_jpeg(tmp_path):
+  rng = np.random.default_rng(0)
+  Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / 'a.jpg')
+  raw = (tmp_path / 'a.jpg').read_bytes()
+  (tmp_path / 'cut.jpg').write_bytes(raw[:len(raw) // 2])
+  with pytest.raises(SphinxError, match='cut.jpg: not a readable image'):
+    data.load_image(str(tmp_path / 'cut.jpg'), 8)
+
+
+def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
+  Image.new('RGB', (100, 100)).save(tmp_path / 'big.png')
+  for limit in (4000, 9000):  # over twice the limit (error), just over (warning)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', limit)
+    with pytest.raises(SphinxError, match='big.png: image too large'):
+      data.load_image(str(tmp_path / 'big.png'), 8)

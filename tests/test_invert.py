@@ -50,7 +50,7 @@ def test_sphinx_loss_falls_over_30_steps(gen, targets):
   losses = []
   inv = invert.Inverter(gen, invert.Settings(steps=30, num_vicinal=2))
   result = inv.invert(targets[:1], np.array([1]),
-                      on_step=lambda step, loss, img: losses.append(float(loss[0])))
+                      on_step=lambda step, loss, *_: losses.append(float(loss[0])))
   assert len(losses) == 30
   assert np.mean(losses[-5:]) < 0.75 * np.mean(losses[:5]), losses
   assert result.reconstruction.shape == (1, 32, 32, 3)
@@ -82,7 +82,7 @@ def test_baselines(gen, targets, name):
   inv = invert.Inverter(gen, invert.Settings(method=name, steps=12, num_vicinal=3))
   losses = []
   result = inv.invert(targets[:2], np.array([1, 2]),
-                      on_step=lambda step, loss, img: losses.append(np.asarray(loss)))
+                      on_step=lambda step, loss, *_: losses.append(np.asarray(loss)))
   assert np.all(np.isfinite(losses))
   assert np.mean(losses[-1]) < np.mean(losses[0])
   assert result.content_mean is None

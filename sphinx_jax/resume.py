@@ -1,0 +1,135 @@
+"""What makes a run resumable: its fingerprint, the manifest of finished
+images and the checkpoints of the batch in progress.
+
+- `<outdir>/run.json` records the settings that determine the results; a
+  different config pointed at the same outdir is refused, not mixed in.
+  (`batch_size`, `save_every`, `checkpoint_every` and `inputs` may change: an
+  image's result does not depend on its batch, and new inputs are welcome.)
+- `<outdir>/manifest.jsonl` gets one line per image once all its outputs are
+  written; a rerun skips those images.
+- `<outdir>/checkpoints/` holds Orbax checkpoints of the batch in progress
+  (state, Adam state, step, progress frames), the last few kept.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sphinx_jax import outputs
+from sphinx_jax.errors import SphinxError
+
+RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
+                 'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
+                 'references')
+
+
+def fingerprint(config) -> dict[str, Any]:
+  """The settings a run's results depend on, the generator by content."""
+  with open(os.path.join(config.generator, 'generator.json'), 'rb') as f:
+    generator = hashlib.sha256(f.read()).hexdigest()
+  return {'generator': generator, **{k: config[k] for k in RESULT_FIELDS}}
+
+
+def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
+  """Records `fp` in a new outdir, or checks it against an existing one.
+
+  Returns:
+    True when the outdir already held a run with this fingerprint.
+  """
+  path = os.path.join(outdir, 'run.json')
+  if not os.path.exists(path):
+    os.makedirs(outdir, exist_ok=True)
+    outputs.write_json(fp, path)
+    return False
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError) as e:
+    raise SphinxError(f'{path}: unreadable ({e}); use another outdir') from None
+  changed = [k for k in fp if previous.get(k) != fp[k]]
+  if changed:
+    what = ', '.join(f'{k} {previous.get(k)!r} -> {fp[k]!r}' for k in changed)
+    raise SphinxError(f'{outdir} holds a run with other settings ({what}); '
+                      'use another outdir or the same config')
+  return True
+
+
+class Manifest:
+  """The names of finished images, one JSON line each, appended and fsynced."""
+
+  def __init__(self, outdir: str):
+    self.path = os.path.join(outdir, 'manifest.jsonl')
+
+  def finished(self) -> set[str]:
+    if not os.path.exists(self.path):
+      return set()
+    names = set()
+    with open(self.path) as f:
+      for line in f:
+        try:
+          names.add(json.loads(line)['image'])
+        except (ValueError, KeyError, TypeError):
+          pass  # a line cut by a crash: that image is redone
+    return names
+
+  def add(self, name: str) -> None:
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      os.write(fd, (json.dumps({'image': name}) + '\n').encode())
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+
+
+class BatchCheckpoints:
+  """Orbax checkpoints of the batch in progress, keyed by the step done."""
+
+  def __init__(self, directory: str, every: int, keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self.every = every
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+
+  def due(self, step: int, steps: int) -> bool:
+    done = step + 1
+    return done % self.every == 0 and done < steps
+
+  def save(self, step: int, names: list[str], state, opt_state,
+           frames: np.ndarray) -> None:
+    """Saves after `step` (0-based); the copy to host happens before return."""
+    tree = {'state': jax.device_get(state), 'opt_state': jax.device_get(opt_state),
+            'frames': frames}
+    self.manager.save(step, args=ocp.args.Composite(
+        arrays=ocp.args.StandardSave(tree),
+        meta=ocp.args.JsonSave({'names': names, 'frames': list(frames.shape)})))
+
+  def restore(self, names: list[str], state, opt_state
+              ) -> Optional[tuple[Any, Any, int, np.ndarray]]:
+    """(state, opt_state, next step, frames) if the latest checkpoint is of
+    this batch; `state`/`opt_state` give the structure (fresh ones will do)."""
+    step = self.manager.latest_step()
+    if step is None:
+      return None
+    meta = self.manager.restore(step, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore()))['meta']
+    if meta.get('names') != names:
+      return None
+    abstract = jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+        {'state': state, 'opt_state': opt_state})
+    abstract['frames'] = jax.ShapeDtypeStruct(tuple(meta['frames']), np.uint8)
+    tree = self.manager.restore(step, args=ocp.args.Composite(
+        arrays=ocp.args.StandardRestore(abstract)))['arrays']
+    return tree['state'], tree['opt_state'], step + 1, np.asarray(tree['frames'])
+
+  def clear(self) -> None:
+    """Drops every checkpoint once the batch's outputs are written."""
+    self.manager.wait_until_finished()
+    self.manager.close()
+    shutil.rmtree(self.directory, ignore_errors=True)

@@ -9,8 +9,8 @@ from PIL import Image
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-  """[-1, 1] floats -> uint8, clipping what lies outside."""
-  x = (np.asarray(images, np.float32) + 1.0) * 127.5
+  """[-1, 1] floats -> uint8, clipping what lies outside (NaN becomes 0)."""
+  x = (np.nan_to_num(np.asarray(images, np.float32), nan=-1.0) + 1.0) * 127.5
   return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 

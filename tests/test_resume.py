@@ -1,0 +1,202 @@
+"""Resumable, sharded and fault-tolerant runs (python -m sphinx_jax.run)."""
+
+import csv
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from sphinx_jax import data, outputs, resume, run
+from conftest import REPO, run_cli
+
+NAMES = ['astronaut', 'cameraman', 'cat']
+
+
+def _base_config(generator, inputs, outdir, **overrides):
+  spec = importlib.util.spec_from_file_location('invert_cfg', REPO / 'configs' / 'invert.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.update(dict(generator=generator, inputs=str(inputs), outdir=str(outdir),
+                     steps=12, batch_size=2, num_vicinal=2, save_every=3,
+                     checkpoint_every=4, method='sphinx'))
+  config.update(overrides)
+  return config
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+  d = tmp_path / 'inputs'
+  d.mkdir()
+  for f in ('astronaut.jpg', 'cameraman.png', 'cat.jpg'):
+    shutil.copy(REPO / 'samples' / f, d)
+  return d
+
+
+@pytest.fixture(scope='module')
+def reference(converted, tmp_path_factory):
+  """An uninterrupted run, to compare resumed runs with."""
+  root = tmp_path_factory.mktemp('reference')
+  inputs = root / 'inputs'
+  inputs.mkdir()
+  for f in ('astronaut.jpg', 'cameraman.png', 'cat.jpg'):
+    shutil.copy(REPO / 'samples' / f, inputs)
+  assert run.run(_base_config(converted['zip'], inputs, root / 'out')) == 0
+  return root / 'out'
+
+
+def _codes(outdir, name):
+  return ocp.StandardCheckpointer().restore(
+      str((outdir / name / 'codes' / 'state').resolve()))
+
+
+def _assert_same_results(a, b):
+  for name in NAMES:
+    for f in ('reconstruction.png', 'mean.png', 'std.png', 'target.png'):
+      assert (a / name / f).read_bytes() == (b / name / f).read_bytes(), (name, f)
+    ca, cb = _codes(a, name), _codes(b, name)
+    np.testing.assert_array_equal(ca['wplus_mean'], cb['wplus_mean'])
+  rows_a = {r['image']: r for r in csv.DictReader(open(a / 'metrics.csv'))}
+  rows_b = {r['image']: r for r in csv.DictReader(open(b / 'metrics.csv'))}
+  assert sorted(rows_b) == NAMES and len(list(csv.DictReader(open(b / 'metrics.csv')))) == 3
+  for name in NAMES:
+    for col in ('psnr', 'ssim', 'lpips', 'psnr_mean'):
+      assert rows_a[name][col] == rows_b[name][col]
+
+
+class Crash(Exception):
+  pass
+
+
+def test_crash_then_resume_equals_uninterrupted(tmp_path, converted, inputs,
+                                                reference, monkeypatch, capsys):
+  config = _base_config(converted['zip'], inputs, tmp_path / 'out')
+  calls = {'n': 0}
+  real_update = outputs.Progress.update
+
+  def crash_in_second_batch(self, step, losses):
+    calls['n'] += 1
+    if calls['n'] == 12 + 10:  # batch 2, after its checkpoint at step 8
+      raise Crash()
+    real_update(self, step, losses)
+
+  monkeypatch.setattr(outputs.Progress, 'update', crash_in_second_batch)
+  with pytest.raises(Crash):
+    run.run(config)
+  assert resume.Manifest(str(tmp_path / 'out')).finished() == {'astronaut', 'cameraman'}
+  assert os.listdir(tmp_path / 'out' / 'checkpoints')
+  monkeypatch.setattr(outputs.Progress, 'update', real_update)
+  capsys.readouterr()
+  assert run.run(config) == 0
+  err = capsys.readouterr().err
+  assert '2 of 3 images already finished' in err
+  assert 'resuming cat from the checkpoint after step 8' in err
+  _assert_same_results(reference, tmp_path / 'out')
+  assert not (tmp_path / 'out' / 'checkpoints').exists()
+
+
+def test_sigkill_then_rerun_resumes(tmp_path, converted, inputs, reference):
+  out = tmp_path / 'out'
+  args = ['-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
+          f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
+          f'--config.outdir={out}', '--config.steps=12', '--config.batch_size=2',
+          '--config.num_vicinal=2', '--config.save_every=3',
+          '--config.checkpoint_every=4']
+  proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=os.environ.copy(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    ckpt = out / 'checkpoints'
+    if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  result = run_cli(*args)
+  assert result.returncode == 0, result.stderr
+  assert 'resuming' in result.stderr
+  _assert_same_results(reference, out)
+
+
+def test_finished_run_is_not_redone(tmp_path, converted, inputs, reference, capsys):
+  out = tmp_path / 'out'
+  shutil.copytree(reference, out)
+  before = (out / 'metrics.csv').read_bytes()
+  assert run.run(_base_config(converted['zip'], inputs, out)) == 0
+  assert '3 of 3 images already finished' in capsys.readouterr().err
+  assert (out / 'metrics.csv').read_bytes() == before
+
+
+def test_changed_config_is_refused(tmp_path, converted, inputs, reference):
+  out = tmp_path / 'out'
+  shutil.copytree(reference, out)
+  before = sorted(p.name for p in out.iterdir())
+  result = run_cli('-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
+                   f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
+                   f'--config.outdir={out}', '--config.steps=13')
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 1 and len(lines) == 1
+  assert 'steps 12 -> 13' in lines[0] and 'another outdir' in lines[0]
+  assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_crash_between_metrics_row_and_manifest(tmp_path, converted, inputs,
+                                                reference, monkeypatch):
+  config = _base_config(converted['zip'], inputs, tmp_path / 'out')
+  real_add = resume.Manifest.add
+
+  def crash_on_cat(self, name):
+    if name == 'cat':
+      raise Crash()
+    real_add(self, name)
+
+  monkeypatch.setattr(resume.Manifest, 'add', crash_on_cat)
+  with pytest.raises(Crash):
+    run.run(config)
+  monkeypatch.setattr(resume.Manifest, 'add', real_add)
+  assert run.run(config) == 0
+  _assert_same_results(reference, tmp_path / 'out')  # no duplicated cat row
+
+
+def test_nan_image_fails_alone(tmp_path, converted, inputs, monkeypatch, capsys):
+  real_load = data.load_image
+
+  def poisoned(path, resolution):
+    image = real_load(path, resolution)
+    return image * np.nan if 'cameraman' in path else image
+
+  monkeypatch.setattr(data, 'load_image', poisoned)
+  out = tmp_path / 'out'
+  assert run.run(_base_config(converted['zip'], inputs, out)) == 1
+  err = capsys.readouterr().err
+  assert 'failed' in err and 'cameraman' in err and 'NaN' in err
+  rows = [r['image'] for r in csv.DictReader(open(out / 'metrics.csv'))]
+  assert rows == ['astronaut', 'cat']
+  assert not (out / 'cameraman').exists()
+
+
+def test_four_devices_match_one(tmp_path, converted, inputs, reference):
+  """batch_size 3 on 4 devices: padded to 4, sharded, same results."""
+  out = tmp_path / 'out'
+  code = ('import jax, sys; from sphinx_jax import run; '
+          'sys.path.insert(0, "tests"); from test_resume import _base_config; '
+          'assert len(jax.local_devices()) == 4; '
+          f'sys.exit(run.run(_base_config({converted["zip"]!r}, {str(inputs)!r}, '
+          f'{str(out)!r}, batch_size=3)))')
+  flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
+  result = run_cli('-c', code, env={'XLA_FLAGS': flags})
+  assert result.returncode == 0, result.stderr
+  for name in NAMES:
+    a, b = _codes(reference, name), _codes(out, name)
+    np.testing.assert_allclose(a['wplus_mean'], b['wplus_mean'], rtol=1e-4, atol=1e-5)
+  rows_a = {r['image']: r for r in csv.DictReader(open(reference / 'metrics.csv'))}
+  rows_b = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
+  for name in NAMES:
+    assert abs(float(rows_a[name]['psnr']) - float(rows_b[name]['psnr'])) < 1e-3

@@ -28,4 +28,8 @@ def get_config():
   c.num_vicinal = 16
   c.save_every = 100
   c.checkpoint_every = 0
+  # Multi-host runs (README, "Several devices and hosts").
+  c.distributed = config_dict.ConfigDict()
+  c.distributed.num_processes = 0  # 0: from the launcher's environment, else 1
+  c.distributed.process_id = 0
   return c

@@ -9,8 +9,11 @@ images and the checkpoints of the batch in progress.
   written; a rerun skips those images.
 - `<outdir>/checkpoints/` holds Orbax checkpoints of the batch in progress
   (state, Adam state, step, progress frames), the last few kept.
+In a multi-host run each process has its own manifest and checkpoints
+(suffix `.process<i>`).
 """
 
+import glob
 import hashlib
 import json
 import os
@@ -21,7 +24,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sphinx_jax import outputs
+from sphinx_jax import hosts, outputs
 from sphinx_jax.errors import SphinxError
 
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
@@ -61,21 +64,22 @@ def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
 
 
 class Manifest:
-  """The names of finished images, one JSON line each, appended and fsynced."""
+  """The names of finished images, one JSON line each, appended and fsynced
+  (one file per process of a multi-host run; all of them are read)."""
 
   def __init__(self, outdir: str):
-    self.path = os.path.join(outdir, 'manifest.jsonl')
+    self.outdir = outdir
+    self.path = os.path.join(outdir, f'manifest{hosts.suffix()}.jsonl')
 
   def finished(self) -> set[str]:
-    if not os.path.exists(self.path):
-      return set()
     names = set()
-    with open(self.path) as f:
-      for line in f:
-        try:
-          names.add(json.loads(line)['image'])
-        except (ValueError, KeyError, TypeError):
-          pass  # a line cut by a crash: that image is redone
+    for path in glob.glob(os.path.join(self.outdir, 'manifest*.jsonl')):
+      with open(path) as f:
+        for line in f:
+          try:
+            names.add(json.loads(line)['image'])
+          except (ValueError, KeyError, TypeError):
+            pass  # a line cut by a crash: that image is redone
     return names
 
   def add(self, name: str) -> None:
@@ -103,8 +107,9 @@ class BatchCheckpoints:
   def save(self, step: int, names: list[str], state, opt_state,
            frames: np.ndarray) -> None:
     """Saves after `step` (0-based); the copy to host happens before return."""
-    tree = {'state': jax.device_get(state), 'opt_state': jax.device_get(opt_state),
-            'frames': frames}
+    # Copied now: the next step reuses the state's buffers.
+    tree = {'state': jax.device_get(state),
+            'opt_state': jax.device_get(opt_state), 'frames': frames}
     self.manager.save(step, args=ocp.args.Composite(
         arrays=ocp.args.StandardSave(tree),
         meta=ocp.args.JsonSave({'names': names, 'frames': list(frames.shape)})))

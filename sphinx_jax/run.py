@@ -17,8 +17,8 @@ import orbax.checkpoint as ocp
 from ml_collections import config_flags
 from PIL import Image
 
-from sphinx_jax import (cli, data, images, invert, methods, metrics, outputs,
-                        resume)
+from sphinx_jax import (cli, data, hosts, images, invert, methods, metrics,
+                        outputs, resume)
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.generator import Generator, load_generator
 
@@ -107,7 +107,8 @@ def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
   """Runs one batch with progress frames, progress line and checkpoints."""
   n, steps = len(batch.items), config.steps
   checkpoints = (resume.BatchCheckpoints(
-      os.path.join(config.outdir, 'checkpoints'), config.checkpoint_every)
+      os.path.join(config.outdir, f'checkpoints{hosts.suffix()}'),
+      config.checkpoint_every)
                  if config.checkpoint_every else None)
   start = None
   if checkpoints is not None:
@@ -184,19 +185,22 @@ def _load_batch(batch, resolution, references):
 def run(config, g: Optional[Generator] = None) -> int:
   """Inverts every image of `config.inputs`; returns the exit status."""
   validate(config)
+  hosts.initialize(config.distributed)
   g = g or load_generator(config.generator)
-  items = data.discover(config.inputs)
+  all_items = data.discover(config.inputs)
+  items = hosts.share(all_items)
   references = ({r.name: r for r in data.discover(config.references)}
                 if config.references else {})
   resumed = resume.claim_outdir(config.outdir, resume.fingerprint(config))
   manifest = resume.Manifest(config.outdir)
   finished = manifest.finished()
-  metrics_path = os.path.join(config.outdir, 'metrics.csv')
+  metrics_path = os.path.join(config.outdir, f'metrics{hosts.suffix()}.csv')
   done_rows = _keep_rows(metrics_path, finished) if resumed else []
   todo = [item for item in items if item.name not in finished]
   if resumed:
     print(f'resuming in {config.outdir}: {len(items) - len(todo)} of '
-          f'{len(items)} images already finished', file=sys.stderr)
+          f'{len(items)} images{hosts.suffix() and " of this process"} already '
+          'finished', file=sys.stderr)
 
   devices = jax.local_devices()
   mesh = invert.batch_mesh(devices) if len(devices) > 1 else None
@@ -227,6 +231,7 @@ def run(config, g: Optional[Generator] = None) -> int:
     problems += failed
   rows = [{**r, **{k: float(r[k]) for k in outputs.METRICS_COLUMNS[3:]}}
           for r in done_rows] + rows
+  hosts.merge_metrics(config.outdir, [item.name for item in all_items])
   if rows:
     print(outputs.format_table(rows))
   if problems:

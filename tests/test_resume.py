@@ -200,3 +200,47 @@ def test_four_devices_match_one(tmp_path, converted, inputs, reference):
   rows_b = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
   for name in NAMES:
     assert abs(float(rows_a[name]['psnr']) - float(rows_b[name]['psnr'])) < 1e-3
+
+
+def test_two_processes_equal_one(tmp_path, converted, inputs, reference):
+  out = tmp_path / 'out'
+  args = ['-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
+          f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
+          f'--config.outdir={out}', '--config.steps=12', '--config.batch_size=2',
+          '--config.num_vicinal=2', '--config.save_every=3',
+          '--config.checkpoint_every=4', '--config.distributed.num_processes=2']
+  procs = [subprocess.Popen([sys.executable, *args, f'--config.distributed.process_id={i}'],
+                            cwd=REPO, env=os.environ.copy(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for i in (0, 1)]
+  results = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], results
+  # Process 0 took astronaut and cat, process 1 cameraman; all merged.
+  assert resume.Manifest(str(out)).finished() == set(NAMES)
+  assert {p.name for p in out.glob('manifest*.jsonl')} == {
+      'manifest.process0.jsonl', 'manifest.process1.jsonl'}
+  _assert_same_results(reference, out)
+  assert [r['image'] for r in csv.DictReader(open(out / 'metrics.csv'))] == NAMES
+
+
+def test_process_share_from_config_or_launcher_environment(monkeypatch):
+  from ml_collections import config_dict
+  from sphinx_jax import hosts
+  from sphinx_jax.errors import SphinxError
+  cfg = config_dict.ConfigDict({'num_processes': 0, 'process_id': 0})
+  for var in ('JAX_PROCESS_ID', 'JAX_NUM_PROCESSES', 'SLURM_PROCID', 'SLURM_NTASKS',
+              'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'):
+    monkeypatch.delenv(var, raising=False)
+  try:
+    assert hosts.initialize(cfg) == (0, 1) and hosts.suffix() == ''
+    monkeypatch.setenv('SLURM_PROCID', '2')
+    monkeypatch.setenv('SLURM_NTASKS', '3')
+    assert hosts.initialize(cfg) == (2, 3) and hosts.suffix() == '.process2'
+    assert hosts.share(list('abcdefg')) == ['c', 'f']
+    cfg.update({'num_processes': 2, 'process_id': 1})  # the config wins
+    assert hosts.initialize(cfg) == (1, 2)
+    cfg.update({'process_id': 2})
+    with pytest.raises(SphinxError, match='process index 2'):
+      hosts.initialize(cfg)
+  finally:
+    hosts.initialize(config_dict.ConfigDict({'num_processes': 1, 'process_id': 0}))

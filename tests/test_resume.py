@@ -31,6 +31,15 @@ def _base_config(generator, inputs, outdir, **overrides):
   return config
 
 
+def _cli_args(generator, inputs, outdir, *extra):
+  """The command line equivalent of _base_config."""
+  return ['-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
+          f'--config.generator={generator}', f'--config.inputs={inputs}',
+          f'--config.outdir={outdir}', '--config.steps=12', '--config.batch_size=2',
+          '--config.num_vicinal=2', '--config.save_every=3',
+          '--config.checkpoint_every=4', *extra]
+
+
 @pytest.fixture()
 def inputs(tmp_path):
   d = tmp_path / 'inputs'
@@ -104,11 +113,7 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, converted, inputs,
 
 def test_sigkill_then_rerun_resumes(tmp_path, converted, inputs, reference):
   out = tmp_path / 'out'
-  args = ['-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
-          f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
-          f'--config.outdir={out}', '--config.steps=12', '--config.batch_size=2',
-          '--config.num_vicinal=2', '--config.save_every=3',
-          '--config.checkpoint_every=4']
+  args = _cli_args(converted['zip'], inputs, out)
   proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=os.environ.copy(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -138,9 +143,7 @@ def test_changed_config_is_refused(tmp_path, converted, inputs, reference):
   out = tmp_path / 'out'
   shutil.copytree(reference, out)
   before = sorted(p.name for p in out.iterdir())
-  result = run_cli('-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
-                   f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
-                   f'--config.outdir={out}', '--config.steps=13')
+  result = run_cli(*_cli_args(converted['zip'], inputs, out, '--config.steps=13'))
   lines = result.stderr.strip().splitlines()
   assert result.returncode == 1 and len(lines) == 1
   assert 'steps 12 -> 13' in lines[0] and 'another outdir' in lines[0]
@@ -204,11 +207,7 @@ def test_four_devices_match_one(tmp_path, converted, inputs, reference):
 
 def test_two_processes_equal_one(tmp_path, converted, inputs, reference):
   out = tmp_path / 'out'
-  args = ['-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
-          f'--config.generator={converted["zip"]}', f'--config.inputs={inputs}',
-          f'--config.outdir={out}', '--config.steps=12', '--config.batch_size=2',
-          '--config.num_vicinal=2', '--config.save_every=3',
-          '--config.checkpoint_every=4', '--config.distributed.num_processes=2']
+  args = _cli_args(converted['zip'], inputs, out, '--config.distributed.num_processes=2')
   procs = [subprocess.Popen([sys.executable, *args, f'--config.distributed.process_id={i}'],
                             cwd=REPO, env=os.environ.copy(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)

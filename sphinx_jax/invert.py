@@ -192,8 +192,7 @@ class Inverter:
                   jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
     self.g = g if mesh is None else jax.device_put(g, replicated)
     method = settings.method
-    default_lr = methods.get(method, 1.0).default_lr
-    self.lr = settings.lr if settings.lr is not None else default_lr
+    self.lr = settings.lr if settings.lr is not None else methods.DEFAULT_LR[method]
     use_lpips = (settings.lpips_weight > 0 and
                  g.resolution >= settings.lpips_min_resolution)
     self.plan = Plan(

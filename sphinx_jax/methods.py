@@ -59,7 +59,6 @@ def noise_regularization(noise: list[Array]) -> Array:
 class Method:
   """One inversion method; see the module docstring for the interface."""
   name: str
-  default_lr: float
   init: Callable[[Array, Generator], Any]
   inputs: Callable[[Any, Array, Array, Generator], tuple]
   labels: Callable[[Any, bool], Any]
@@ -99,7 +98,7 @@ def sphinx() -> Method:
     return {'ps': _all(state['ps'], 'scheduled'), 'pc': _all(state['pc'], other),
             'noise': _all(state['noise'], other)}
 
-  return Method('sphinx', 1e-3, init, inputs, labels)
+  return Method('sphinx', init, inputs, labels)
 
 
 def wplus(optimise_noise: bool) -> Method:
@@ -115,8 +114,8 @@ def wplus(optimise_noise: bool) -> Method:
     del key, t, g
     return state['wplus'], state.get('noise'), None
 
-  return Method('wplus_noise' if optimise_noise else 'wplus', 1e-2, init,
-                inputs, lambda state, _: _all(state, 'scheduled'))
+  return Method('wplus_noise' if optimise_noise else 'wplus', init, inputs,
+                lambda state, _: _all(state, 'scheduled'))
 
 
 def w_projector(w_std: float, initial_noise_factor: float = 0.05,
@@ -147,9 +146,8 @@ def w_projector(w_std: float, initial_noise_factor: float = 0.05,
              for n in state['noise']]
     return {**state, 'noise': noise}
 
-  return Method('w', 1e-1, init, inputs,
-                lambda state, _: _all(state, 'scheduled'), regularizer,
-                post_update)
+  return Method('w', init, inputs, lambda state, _: _all(state, 'scheduled'),
+                regularizer, post_update)
 
 
 def w_spread(g: Generator, samples: int = 10_000, seed: int = 0) -> float:
@@ -159,7 +157,10 @@ def w_spread(g: Generator, samples: int = 10_000, seed: int = 0) -> float:
   return float(jnp.sqrt(jnp.sum(jnp.square(w - g.w_avg)) / samples))
 
 
-METHODS = ('sphinx', 'wplus', 'wplus_noise', 'w')
+# Each method's learning rate when the config leaves `lr` unset: the official
+# SPHInX rate, Image2StyleGAN's, and NVIDIA's projector's.
+DEFAULT_LR = {'sphinx': 1e-3, 'wplus': 1e-2, 'wplus_noise': 1e-2, 'w': 1e-1}
+METHODS = tuple(DEFAULT_LR)
 
 
 def get(name: str, w_std: Optional[float] = None) -> Method:

@@ -9,7 +9,7 @@ import csv
 import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import numpy as np
@@ -20,7 +20,7 @@ from PIL import Image
 from sphinx_jax import (cli, data, hosts, images, invert, methods, metrics,
                         outputs, resume)
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import Generator, load_generator
+from sphinx_jax.generator import load_generator
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', 'configs/invert.py', 'an ml_collections config file', lock_config=True)
@@ -182,11 +182,11 @@ def _load_batch(batch, resolution, references):
   return loaded, skipped
 
 
-def run(config, g: Optional[Generator] = None) -> int:
+def run(config) -> int:
   """Inverts every image of `config.inputs`; returns the exit status."""
   validate(config)
   hosts.initialize(config.distributed)
-  g = g or load_generator(config.generator)
+  g = load_generator(config.generator)
   all_items = data.discover(config.inputs)
   items = hosts.share(all_items)
   references = ({r.name: r for r in data.discover(config.references)}

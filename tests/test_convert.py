@@ -98,6 +98,21 @@ def test_old_checkpoint_without_noise_or_latent_avg(tmp_path, ckpt):
   np.testing.assert_array_equal(g.synthesize(wplus), g.synthesize(wplus, 'zero'))
 
 
+def test_training_checkpoint_extras_are_read_through(tmp_path, ckpt, golden):
+  """A train.py checkpoint: g, d, optimiser states, ada_aug_p, args."""
+  optim = {'state': {0: {'step': np.array(5.0), 'exp_avg': np.ones((2, 2))}},
+           'param_groups': [{'lr': 0.002, 'betas': (0.0, 0.99), 'params': [0]}]}
+  src = tmp_path / 'train.pt'
+  g_train = {k: v * 1.5 for k, v in ckpt['g'].items()}  # differs from g_ema
+  torch_writer.save_zip({'g': g_train, 'd': {'w': np.ones(3)}, 'g_ema': ckpt['g_ema'],
+                         'g_optim': optim, 'd_optim': optim, 'ada_aug_p': 0.25},
+                        str(src))
+  convert.convert(str(src), str(tmp_path / 'g'))
+  g = sphinx_jax.load_generator(str(tmp_path / 'g'))
+  # g_ema, not g: the mapping matches the golden w.
+  assert rel_err(g.mapping(jnp.asarray(golden['z'])), golden['w']) < 1e-4
+
+
 def test_bare_state_dict_is_accepted(tmp_path, ckpt):
   src = tmp_path / 'bare.pt'
   torch_writer.save_zip(ckpt['g_ema'], str(src))

@@ -95,7 +95,7 @@ def test_baselines(gen, targets, name):
     np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-6)
   else:  # deterministic: the vicinal estimate is the reconstruction itself
     np.testing.assert_array_equal(result.std, 0)
-  assert inv.lr == methods.get(name, 1.0).default_lr
+  assert inv.lr == methods.DEFAULT_LR[name]
 
 
 def test_noise_regularization_penalises_correlation():

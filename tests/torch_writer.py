@@ -1,7 +1,7 @@
 """Writes torch.save-format files (zip and legacy) without torch, for tests.
 
-Only what the tests need: nested dicts of float32 numpy arrays and plain
-values. The pickle opcodes are emitted by hand so that the files carry the
+Only what the tests need: nested dicts, lists and tuples of float32 numpy
+arrays and plain values. The pickle opcodes are emitted by hand so that the files carry the
 same globals a real torch.save writes.
 """
 
@@ -44,8 +44,12 @@ def _tensor(key: str, array: np.ndarray, legacy: bool) -> bytes:
 
 def _object(obj, storages: dict, legacy: bool) -> bytes:
   if isinstance(obj, dict):
-    items = b''.join(_str(k) + _object(v, storages, legacy) for k, v in obj.items())
+    items = b''.join(_object(k, storages, legacy) + _object(v, storages, legacy)
+                     for k, v in obj.items())
     return b'}(' + items + b'u'
+  if isinstance(obj, (list, tuple)):
+    items = b''.join(_object(v, storages, legacy) for v in obj)
+    return b'](' + items + b'e' if isinstance(obj, list) else b'(' + items + b't'
   if isinstance(obj, np.ndarray):
     key = str(len(storages))
     storages[key] = np.ascontiguousarray(obj, np.float32)

@@ -102,14 +102,56 @@ def _clamp(x: Array, conv_clamp: Optional[float]) -> Array:
 
 
 def _fir(x: Array, lhs_dilation: int, pad: int) -> Array:
-  """Depthwise correlation with UP_FIR (symmetric, so also a convolution)."""
-  channels = x.shape[-1]
-  kernel = jnp.tile(jnp.asarray(UP_FIR, x.dtype)[:, :, None, None],
-                    (1, 1, 1, channels))
-  return jax.lax.conv_general_dilated(
-      x, kernel, (1, 1), ((pad, pad), (pad, pad)),
-      lhs_dilation=(lhs_dilation, lhs_dilation), dimension_numbers=_NHWC,
-      feature_group_count=channels)
+  """Correlation of every channel with UP_FIR (symmetric, so also a
+  convolution), after inserting lhs_dilation - 1 zeros between samples and
+  padding by `pad`. The filter is separable: two 4-tap passes of shifted adds
+  run ~10x faster on CPU than XLA's depthwise (feature-grouped) convolution.
+  """
+  if lhs_dilation > 1:
+    b, h, w, c = x.shape
+    d = lhs_dilation
+    x = jnp.zeros((b, (h - 1) * d + 1, (w - 1) * d + 1, c), x.dtype
+                  ).at[:, ::d, ::d].set(x)
+  x = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  taps = _FIR_1D / _FIR_1D.sum() * 2.0  # per axis; 2 x 2 = the gain 4
+  h = x.shape[1] - 3
+  x = sum(float(t) * x[:, i:i + h] for i, t in enumerate(taps))
+  w = x.shape[2] - 3
+  return sum(float(t) * x[:, :, i:i + w] for i, t in enumerate(taps))
+
+
+def _transposed_conv(x: Array, weight: Array) -> Array:
+  """torch's conv_transpose2d (stride 2, padding 0) with the unflipped torch
+  kernel, i.e. zero insertion + pad 2 + correlation with `weight`: (B, H, W, I)
+  -> (B, 2H+1, 2W+1, O).
+
+  Computed by output phase instead of on the zero-inserted input (which wastes
+  3/4 of the work on zeros): with x padded by 1, output (2n + p, 2m + q)
+  sees x at rows n + a, columns m + b (a, b in {0, 1}) through kernel tap
+  (2a, 2b) for even phases and tap 1 (only at a = 1 / b = 1) for odd ones.
+  One 2x2 convolution yields the four phases as channel groups.
+  """
+  i, o = weight.shape[2:]
+  zero = jnp.zeros((i, o), weight.dtype)
+
+  def tap(phase, a):
+    """Kernel row/column used by window offset a in an even/odd phase."""
+    return 2 * a if phase == 0 else (1 if a == 1 else None)
+
+  phases = []
+  for p in (0, 1):
+    for q in (0, 1):
+      rows = []
+      for a in (0, 1):
+        rows.append([zero if tap(p, a) is None or tap(q, b) is None
+                     else weight[tap(p, a), tap(q, b)] for b in (0, 1)])
+      phases.append(jnp.stack([jnp.stack(r) for r in rows]))  # (2, 2, I, O)
+  kernel = jnp.concatenate(phases, axis=-1)  # (2, 2, I, 4 * O)
+  y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                   dimension_numbers=_NHWC)  # (B, H+1, W+1, 4O)
+  b, h1, w1, _ = y.shape
+  y = y.reshape(b, h1, w1, 2, 2, o).transpose(0, 1, 3, 2, 4, 5)
+  return y.reshape(b, 2 * h1, 2 * w1, o)[:, :-1, :-1]
 
 
 def upsample_2x(img: Array) -> Array:
@@ -170,12 +212,7 @@ def modulated_conv(x: Array, weight: Array, style: Array, up: bool = False,
   weight = weight * (1.0 / math.sqrt(in_ch * k * k))
   x = x * style[:, None, None, :].astype(x.dtype)
   if up:
-    # Zero insertion + pad 2 + correlation == torch's conv_transpose2d
-    # (stride 2, padding 0) with the unflipped torch kernel.
-    x = jax.lax.conv_general_dilated(
-        x, weight.astype(x.dtype), (1, 1), ((2, 2), (2, 2)),
-        lhs_dilation=(2, 2), dimension_numbers=_NHWC)
-    x = _fir(x, lhs_dilation=1, pad=1)
+    x = _fir(_transposed_conv(x, weight.astype(x.dtype)), lhs_dilation=1, pad=1)
   else:
     x = jax.lax.conv_general_dilated(
         x, weight.astype(x.dtype), (1, 1), 'SAME', dimension_numbers=_NHWC)

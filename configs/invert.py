@@ -28,6 +28,7 @@ def get_config():
   c.num_vicinal = 16
   c.save_every = 100
   c.checkpoint_every = 0
+  c.steps_per_dispatch = 10
   # Multi-host runs (README, "Several devices and hosts").
   c.distributed = config_dict.ConfigDict()
   c.distributed.num_processes = 0  # 0: from the launcher's environment, else 1

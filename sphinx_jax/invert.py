@@ -140,13 +140,30 @@ def _init(plan: Plan, keys, g):
   return jax.vmap(one)(keys)
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _step(plan: Plan, state, opt_state, keys, targets, feats, step, steps, g,
-          lpips_params):
+def _batch_step(plan: Plan, state, opt_state, keys, targets, feats, step, steps,
+                g, lpips_params):
   return jax.vmap(functools.partial(_step_one, plan),
                   in_axes=(0, 0, 0, 0, 0, None, None, None, None))(
                       state, opt_state, keys, targets, feats, step, steps, g,
                       lpips_params)
+
+
+_step = jax.jit(_batch_step, static_argnums=0, donate_argnums=(1, 2))
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
+def _steps(plan: Plan, state, opt_state, keys, targets, feats, first, count,
+           steps, g, lpips_params):
+  """`count` steps from `first` in one dispatch: a loop on the device keeps
+  Python out of the way (`count` is traced: one program for any count)."""
+
+  def body(i, carry):
+    return _batch_step(plan, carry[0], carry[1], keys, targets, feats,
+                       first + i, steps, g, lpips_params)
+
+  init = (state, opt_state, jnp.zeros(targets.shape[:1], targets.dtype),
+          jnp.zeros_like(targets))
+  return jax.lax.fori_loop(0, count, body, init)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -241,22 +258,33 @@ class Inverter:
                  jnp.asarray(self.settings.steps, jnp.int32), self.g,
                  self.lpips_params)
 
+  def steps(self, state, opt_state, keys, targets, target_feats, first: int,
+            count: int):
+    """`count` steps from step `first` in one dispatch; returns what `step`
+    returns, with the losses and images of the last of them."""
+    return _steps(self.plan, state, opt_state, keys, targets, target_feats,
+                  jnp.asarray(first, jnp.int32), jnp.asarray(count, jnp.int32),
+                  jnp.asarray(self.settings.steps, jnp.int32), self.g,
+                  self.lpips_params)
+
   def estimate(self, state, keys):
     """(mean image, std image, mean W+, mean content) over vicinal draws."""
     return _estimate(self.plan, state, keys, self.g)
 
   def invert(self, targets: np.ndarray, identities: np.ndarray,
              on_step: Optional[Callable[..., None]] = None,
-             start: Optional[tuple[Any, Any, int]] = None) -> Result:
+             start: Optional[tuple[Any, Any, int]] = None,
+             every: int = 1) -> Result:
     """Runs all steps on a batch of (B, H, W, 3) targets in [-1, 1].
 
     Args:
       targets: the images (B a multiple of the number of devices).
       identities: (B,) integers naming the images (seed their random draws).
       on_step: called as on_step(step, losses, images, state, opt_state)
-        after every step (a checkpoint may copy the state; it must not keep
-        it: the next step reuses its buffers).
+        after every `every` steps and after the last (a checkpoint may copy
+        the state; it must not keep it: the next step reuses its buffers).
       start: (state, opt_state, first step) to continue a checkpointed run.
+      every: steps per dispatch; the steps in between run on the device.
     """
     targets = self.shard(jnp.asarray(targets, jnp.float32))
     keys, state, opt_state = self.init(identities)
@@ -265,11 +293,14 @@ class Inverter:
       state, opt_state, first = self.shard(start[0]), self.shard(start[1]), start[2]
     feats = self.target_features(targets)
     losses = image = None
-    for step in range(first, self.settings.steps):
-      state, opt_state, losses, image = self.step(state, opt_state, keys,
-                                                  targets, feats, step)
+    step, steps = first, self.settings.steps
+    while step < steps:
+      count = min(every - step % every, steps - step)  # end on multiples
+      state, opt_state, losses, image = self.steps(state, opt_state, keys,
+                                                   targets, feats, step, count)
+      step += count
       if on_step is not None:
-        on_step(step, losses, image, state, opt_state)
+        on_step(step - 1, losses, image, state, opt_state)
     mean, std, wplus_mean, content_mean = self.estimate(state, keys)
     return Result(
         state=jax.device_get(state), reconstruction=np.asarray(image),

@@ -110,6 +110,7 @@ class Progress:
     self.label, self.steps, self.num_images = label, steps, num_images
     self.interval = interval
     self.start = self.last = time.perf_counter()
+    self.reported = 0
     self.tty = sys.stderr.isatty()
 
   def update(self, step: int, losses) -> None:
@@ -119,7 +120,9 @@ class Progress:
     if self.tty:
       due = now - self.last >= self.interval
     else:  # a log file gets a line per tenth of the run
-      due = done % max(1, self.steps // 10) == 0
+      tenth = max(1, self.steps // 10)
+      due = done // tenth > self.reported // tenth
+    self.reported = done
     if not (due or final):
       return
     self.last = now

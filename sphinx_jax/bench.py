@@ -49,17 +49,17 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
-          warmup: int = 2) -> dict:
+          warmup: int = 2, dtype: str = 'float32') -> dict:
   settings = invert.Settings(method=method, steps=steps + warmup,
                              lpips_weight=1.5 if use_lpips else 0.0,
-                             lpips_min_resolution=0)
+                             lpips_min_resolution=0, dtype=dtype)
   inv = invert.Inverter(g, settings)
   targets = jax.random.uniform(jax.random.key(1), (batch, g.resolution,
                                                    g.resolution, 3), minval=-1)
   keys, state, opt_state = inv.init(np.arange(batch))
   feats = inv.target_features(targets)
   args = (inv.plan, state, opt_state, keys, targets, feats, jnp.int32(0),
-          jnp.int32(settings.steps), g, inv.lpips_params)
+          jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
   compiled = invert._step.lower(*args).compile()  # pylint: disable=protected-access
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -81,7 +81,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   return {
       'image_steps_per_s': batch / seconds, 'ms_per_step': seconds * 1e3,
       'resolution': g.resolution, 'batch': batch, 'method': method,
-      'lpips': use_lpips, 'dtype': 'float32',
+      'lpips': use_lpips, 'dtype': dtype,
       'device': jax.devices()[0].device_kind, 'steps_timed': steps,
       'flops_per_image_step': flops / batch,
       'achieved_gflops': flops / seconds / 1e9,
@@ -98,7 +98,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--warmup', type=int, default=2)
   parser.add_argument('--method', default='sphinx', choices=methods.METHODS)
   parser.add_argument('--no-lpips', action='store_true', help='MSE loss only')
-  parser.add_argument('--dtype', default='float32', choices=['float32'])
+  parser.add_argument('--dtype', default='float32',
+                      choices=['float32', 'bfloat16'],
+                      help='compute dtype (parameters and Adam stay float32)')
   parser.add_argument('--generator', help='bench a converted generator instead')
   parser.add_argument('--no-matmul', action='store_true',
                       help='skip measuring the matmul peak')
@@ -110,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   result = bench(g, args.batch, args.steps, args.method, not args.no_lpips,
-                 args.warmup)
+                 args.warmup, args.dtype)
   if not args.no_matmul:
     result['matmul_peak_gflops'] = matmul_gflops()
     result['fraction_of_matmul_peak'] = (result['achieved_gflops'] /

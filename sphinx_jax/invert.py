@@ -37,6 +37,7 @@ class Settings:
   lpips_min_resolution: int = 256
   num_vicinal: int = 16
   seed: int = 0
+  dtype: str = 'float32'  # compute dtype; parameters and Adam stay float32
 
   @classmethod
   def from_config(cls, config) -> 'Settings':
@@ -53,6 +54,7 @@ class Plan:
   lpips_weight: float  # 0 when LPIPS is off
   num_vicinal: int
   w_std: Optional[float]
+  dtype: str = 'float32'
 
   @property
   def method(self) -> methods.Method:
@@ -82,19 +84,34 @@ def image_keys(seed: int, identities: np.ndarray) -> Array:
 
 # Per-image functions; the jitted versions below vmap them over the batch.
 
+def compute_copy(tree, dtype: str):
+  """The weights the step computes with: float leaves cast to `dtype`."""
+  if dtype == 'float32':
+    return tree
+  return jax.tree_util.tree_map(
+      lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+      tree)
+
+
 def _render(plan: Plan, state, key, t, g: Generator):
+  """One image from the method's inputs; `g` holds compute-dtype weights.
+  The inputs are cast to the compute dtype and the image back to float32, so
+  the state and its gradients stay float32."""
   wplus, noise, content = plan.method.inputs(state, key, t, g)
-  noise = None if noise is None else [n[None] for n in noise]
-  content = None if content is None else content[None]
-  return g.synthesize(wplus[None], noise, content)[0], wplus, content
+  cast = lambda x: x[None].astype(plan.dtype)
+  image = g.synthesize(cast(wplus),
+                       None if noise is None else list(map(cast, noise)),
+                       None if content is None else cast(content))[0]
+  return image.astype(jnp.float32), wplus, content
 
 
 def _loss(plan: Plan, state, key, t, target, target_feats, g, lpips_params):
   image, _, _ = _render(plan, state, key, t, g)
   loss = plan.mse_weight * metrics.mse(image, target)
   if plan.lpips_weight:
+    feats = lpips.features(lpips_params, image.astype(plan.dtype))
     loss += plan.lpips_weight * lpips.distance_from_features(
-        lpips_params, lpips.features(lpips_params, image), target_feats)
+        lpips_params, feats, target_feats).astype(jnp.float32)
   return loss + plan.method.regularizer(state), image
 
 
@@ -121,7 +138,7 @@ def _estimate_one(plan: Plan, state, keys, g: Generator):
     delta = image - mean
     mean = mean + delta / n
     m2 = m2 + delta * (image - mean)
-    content_sum = content_sum if content is None else content_sum + content[0]
+    content_sum = content_sum if content is None else content_sum + content
     return (n, mean, m2, wplus_sum + wplus, content_sum), None
 
   r = g.resolution
@@ -218,10 +235,14 @@ class Inverter:
         mse_weight=settings.mse_weight,
         lpips_weight=settings.lpips_weight if use_lpips else 0.0,
         num_vicinal=settings.num_vicinal,
-        w_std=methods.w_spread(g) if method == 'w' else None)
+        w_std=methods.w_spread(g) if method == 'w' else None,
+        dtype=settings.dtype)
     self.lpips_params = lpips.load_params()
     if mesh is not None:
       self.lpips_params = jax.device_put(self.lpips_params, replicated)
+    # What the steps compute with (cast copies for bfloat16).
+    self.g_compute = compute_copy(self.g, settings.dtype)
+    self.lpips_compute = compute_copy(self.lpips_params, settings.dtype)
 
   @property
   def num_devices(self) -> int:
@@ -248,15 +269,15 @@ class Inverter:
     """LPIPS features of the targets, computed once per batch."""
     if not self.plan.lpips_weight:
       return jnp.zeros(targets.shape[:1])
-    return _features(self.lpips_params, targets)
+    return _features(self.lpips_compute, targets.astype(self.settings.dtype))
 
   def step(self, state, opt_state, keys, targets, target_feats, step: int):
     """One optimisation step for the whole batch; returns the new state, Adam
     state, (B,) losses and the (B, H, W, 3) images generated at this step."""
     return _step(self.plan, state, opt_state, keys, targets, target_feats,
                  jnp.asarray(step, jnp.int32),
-                 jnp.asarray(self.settings.steps, jnp.int32), self.g,
-                 self.lpips_params)
+                 jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
+                 self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, first: int,
             count: int):
@@ -264,12 +285,12 @@ class Inverter:
     returns, with the losses and images of the last of them."""
     return _steps(self.plan, state, opt_state, keys, targets, target_feats,
                   jnp.asarray(first, jnp.int32), jnp.asarray(count, jnp.int32),
-                  jnp.asarray(self.settings.steps, jnp.int32), self.g,
-                  self.lpips_params)
+                  jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
+                  self.lpips_compute)
 
   def estimate(self, state, keys):
     """(mean image, std image, mean W+, mean content) over vicinal draws."""
-    return _estimate(self.plan, state, keys, self.g)
+    return _estimate(self.plan, state, keys, self.g_compute)
 
   def invert(self, targets: np.ndarray, identities: np.ndarray,
              on_step: Optional[Callable[..., None]] = None,

@@ -166,7 +166,7 @@ def features(params: Params, images: jax.Array) -> Features:
     images = area_resize(images, MAX_SIZE)
   batch = images.shape[:-3]
   x = images.reshape((-1,) + images.shape[-3:])
-  x = (x - _SHIFT) / _SCALE
+  x = (x - jnp.asarray(_SHIFT, x.dtype)) / jnp.asarray(_SCALE, x.dtype)
   return tuple(_unit_normalize(t).reshape(batch + t.shape[1:])
                for t in _vgg16_taps(params, x))
 

@@ -29,7 +29,7 @@ from sphinx_jax.errors import SphinxError
 
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
-                 'references')
+                 'references', 'dtype')
 
 
 def fingerprint(config) -> dict[str, Any]:

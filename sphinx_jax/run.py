@@ -42,6 +42,8 @@ def validate(config) -> None:
       ('num_vicinal', config.num_vicinal >= 1, 'at least 1'),
       ('save_every', config.save_every >= 1, 'at least 1'),
       ('steps_per_dispatch', config.steps_per_dispatch >= 1, 'at least 1'),
+      ('dtype', config.dtype in ('float32', 'bfloat16'),
+       "'float32' or 'bfloat16'"),
       ('checkpoint_every', config.checkpoint_every >= 0, 'non-negative (0: off)'),
       ('outdir', bool(config.outdir), 'a directory'),
   )

@@ -106,3 +106,15 @@ def test_missing_weights_file_is_a_sphinx_error(monkeypatch):
   monkeypatch.setattr(lpips, '_WEIGHTS_FILE', 'weights/missing.ckpt')
   with pytest.raises(SphinxError, match='missing.ckpt: LPIPS weights file not'):
     lpips.load_params()
+
+
+def test_bfloat16_features_stay_close(golden):
+  """The bfloat16 compute path (inversion's `dtype`) agrees to ~1e-2."""
+  params = lpips.load_params()
+  half = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params)
+  a, b = golden['noise_64_a'][None], golden['noise_64_b'][None]
+  full = lpips.lpips(params, a, b)
+  low = lpips.distance_from_features(
+      half, lpips.features(half, jnp.asarray(a, jnp.bfloat16)),
+      lpips.features(half, jnp.asarray(b, jnp.bfloat16)))
+  assert abs(float(low[0]) - float(full[0])) < 0.02 * float(full[0])

@@ -27,6 +27,7 @@ def get_config():
   c.lpips_min_resolution = 256
   c.num_vicinal = 16
   c.dtype = 'float32'
+  c.remat = False
   c.save_every = 100
   c.checkpoint_every = 0
   c.steps_per_dispatch = 10

@@ -49,10 +49,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
-          warmup: int = 2, dtype: str = 'float32') -> dict:
+          warmup: int = 2, dtype: str = 'float32', remat: bool = False) -> dict:
   settings = invert.Settings(method=method, steps=steps + warmup,
                              lpips_weight=1.5 if use_lpips else 0.0,
-                             lpips_min_resolution=0, dtype=dtype)
+                             lpips_min_resolution=0, dtype=dtype, remat=remat)
   inv = invert.Inverter(g, settings)
   targets = jax.random.uniform(jax.random.key(1), (batch, g.resolution,
                                                    g.resolution, 3), minval=-1)
@@ -81,7 +81,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   return {
       'image_steps_per_s': batch / seconds, 'ms_per_step': seconds * 1e3,
       'resolution': g.resolution, 'batch': batch, 'method': method,
-      'lpips': use_lpips, 'dtype': dtype,
+      'lpips': use_lpips, 'dtype': dtype, 'remat': remat,
       'device': jax.devices()[0].device_kind, 'steps_timed': steps,
       'flops_per_image_step': flops / batch,
       'achieved_gflops': flops / seconds / 1e9,
@@ -101,6 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--dtype', default='float32',
                       choices=['float32', 'bfloat16'],
                       help='compute dtype (parameters and Adam stay float32)')
+  parser.add_argument('--remat', action='store_true',
+                      help='recompute synthesis blocks in the backward pass')
   parser.add_argument('--generator', help='bench a converted generator instead')
   parser.add_argument('--no-matmul', action='store_true',
                       help='skip measuring the matmul peak')
@@ -112,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   result = bench(g, args.batch, args.steps, args.method, not args.no_lpips,
-                 args.warmup, args.dtype)
+                 args.warmup, args.dtype, args.remat)
   if not args.no_matmul:
     result['matmul_peak_gflops'] = matmul_gflops()
     result['fraction_of_matmul_peak'] = (result['achieved_gflops'] /

@@ -36,15 +36,18 @@ class Generator:
     w_avg: (w_dim,) average w, the truncation centre.
     noise_const: stored constant noise maps, each (r, r), in rosinality
       order; None when the checkpoint had none.
+    remat: recompute each synthesis block's activations in the backward pass
+      rather than storing them (memory for time).
   """
   arch: Architecture = flax.struct.field(pytree_node=False)
   params: Any
   w_avg: jax.Array
   noise_const: Optional[tuple[jax.Array, ...]] = None
+  remat: bool = flax.struct.field(pytree_node=False, default=False)
 
   @property
   def module(self) -> StyleGAN2:
-    return StyleGAN2(self.arch)
+    return StyleGAN2(self.arch, self.remat)
 
   @property
   def resolution(self) -> int:

@@ -38,6 +38,7 @@ class Settings:
   num_vicinal: int = 16
   seed: int = 0
   dtype: str = 'float32'  # compute dtype; parameters and Adam stay float32
+  remat: bool = False  # recompute synthesis blocks in the backward pass
 
   @classmethod
   def from_config(cls, config) -> 'Settings':
@@ -241,7 +242,8 @@ class Inverter:
     if mesh is not None:
       self.lpips_params = jax.device_put(self.lpips_params, replicated)
     # What the steps compute with (cast copies for bfloat16).
-    self.g_compute = compute_copy(self.g, settings.dtype)
+    self.g_compute = dataclasses.replace(compute_copy(self.g, settings.dtype),
+                                         remat=settings.remat)
     self.lpips_compute = compute_copy(self.lpips_params, settings.dtype)
 
   @property

@@ -274,8 +274,13 @@ class Block(nn.Module):
 
 
 class Synthesis(nn.Module):
-  """W+ (and noise, and optionally a 4x4 content tensor) -> image."""
+  """W+ (and noise, and optionally a 4x4 content tensor) -> image.
+
+  With `remat`, each block's activations are recomputed in the backward pass
+  instead of stored: less memory for a second forward pass.
+  """
   arch: Architecture
+  remat: bool = False
 
   @nn.compact
   def __call__(self, wplus: Array, noise: Sequence[Optional[Array]],
@@ -291,7 +296,8 @@ class Synthesis(nn.Module):
     for i, res in enumerate(arch.resolutions):
       first = max(2 * i - 1, 0)
       ws = [wplus[:, j] for j in range(first, 2 * i + 2)]
-      x, img = Block(arch.channel(res), up=res > 4, conv_clamp=arch.conv_clamp,
+      block = nn.remat(Block) if self.remat else Block
+      x, img = block(arch.channel(res), up=res > 4, conv_clamp=arch.conv_clamp,
                      name=f'b{res}')(
           x, img, ws, list(noise[first:2 * i + 1]))
     return img
@@ -300,11 +306,12 @@ class Synthesis(nn.Module):
 class StyleGAN2(nn.Module):
   """The generator: `mapping` (z -> w) and `synthesize` (W+ -> image)."""
   arch: Architecture
+  remat: bool = False
 
   def setup(self):
     self.mapping_net = Mapping(self.arch.n_mlp, self.arch.w_dim,
                                self.arch.lr_mul, name='mapping')
-    self.synthesis = Synthesis(self.arch, name='synthesis')
+    self.synthesis = Synthesis(self.arch, self.remat, name='synthesis')
 
   def mapping(self, z: Array) -> Array:
     return self.mapping_net(z)

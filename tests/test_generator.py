@@ -102,3 +102,15 @@ def test_shipped_generator_is_the_converted_fixture(golden):
   assert rel_err(g.mapping(jnp.asarray(golden['z'])), golden['w']) < 1e-4
   img = g.synthesize(jnp.asarray(golden['wplus']), _noise(golden))
   assert rel_err(img, nhwc(golden['const_image'])) < 1e-4
+
+
+def test_remat_changes_memory_not_results(gen, golden):
+  import dataclasses
+  r = jnp.asarray(nhwc(golden['R']))
+  wplus = jnp.asarray(golden['wplus'])
+
+  def grad(g):
+    return jax.grad(lambda w: jnp.sum(g.synthesize(w, _noise(golden)) * r))(wplus)
+
+  np.testing.assert_allclose(grad(dataclasses.replace(gen, remat=True)), grad(gen),
+                             rtol=1e-5, atol=1e-6)

@@ -330,10 +330,7 @@ def _ada_architecture(g: PersistentObject, sd: dict[str, np.ndarray],
     raise SphinxError(f'{source}: G_ema img_resolution {resolution} but the '
                       f'synthesis network has blocks {found}')
 
-  def shape(key):
-    if key not in sd:
-      raise SphinxError(f'{source}: G_ema lacks {key}')
-    return sd[key].shape
+  shape = functools.partial(rename.tensor_shape, sd, what='G_ema', source=source)
 
   n_mlp = len([k for k in sd if re.fullmatch(r'mapping\.fc\d+\.weight', k)])
   if n_mlp == 0:
@@ -573,10 +570,7 @@ def _tf_architecture(gs: Network, var: dict[str, np.ndarray], source: str
     raise SphinxError(f'{source}: Gs resample_kernel is {kw["resample_kernel"]}, '
                       'not [1, 3, 3, 1]')
 
-  def shape(key):
-    if key not in var:
-      raise SphinxError(f'{source}: Gs lacks {key}')
-    return var[key].shape
+  shape = functools.partial(rename.tensor_shape, var, what='Gs', source=source)
 
   n_mlp = len([k for k in var if re.fullmatch(r'mapping/Dense\d+/weight', k)])
   if n_mlp == 0:

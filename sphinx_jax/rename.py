@@ -15,6 +15,14 @@ from sphinx_jax.stylegan2 import Architecture
 Table = dict[str, tuple[str, Optional[Callable[[np.ndarray], np.ndarray]]]]
 
 
+def tensor_shape(tensors: dict[str, np.ndarray], key: str, what: str,
+                 source: str) -> tuple[int, ...]:
+  """The shape of tensors[key]; a missing key is a one-line SphinxError."""
+  if key not in tensors:
+    raise SphinxError(f'{source}: {what} lacks {key}')
+  return tuple(np.shape(tensors[key]))
+
+
 def set_path(tree: dict[str, Any], path: str, value: np.ndarray) -> None:
   *parents, leaf = path.split('/')
   for p in parents:

@@ -7,6 +7,7 @@ and optional `noises.noise_{j}` buffers. Everything is inferred from the
 tensors' shapes; the rename table below must account for every key.
 """
 
+import functools
 import re
 from typing import Any
 
@@ -38,25 +39,20 @@ _TO_RGB = {
 _FIR_BUFFERS = re.compile(r'(convs\.\d+\.conv\.blur|to_rgbs\.\d+\.upsample)\.kernel')
 
 
-def _shape(sd: dict[str, np.ndarray], key: str, source: str) -> tuple[int, ...]:
-  if key not in sd:
-    raise SphinxError(f'{source}: g_ema lacks {key}')
-  return tuple(np.shape(sd[key]))
-
-
 def infer_architecture(sd: dict[str, np.ndarray], source: str) -> Architecture:
   """Resolution, dims and channel table, from the tensors alone."""
-  if _shape(sd, 'to_rgb1.bias', source)[:2] != (1, 3):
+  shape = functools.partial(rename.tensor_shape, sd, what='g_ema', source=source)
+  if shape('to_rgb1.bias')[:2] != (1, 3):
     raise SphinxError(f'{source}: to_rgb1.bias has shape '
-                      f'{_shape(sd, "to_rgb1.bias", source)}: not a 3-channel '
+                      f'{shape("to_rgb1.bias")}: not a 3-channel '
                       'StyleGAN2 (a SWAGAN checkpoint is a different network)')
   n_mlp = len([k for k in sd if re.fullmatch(r'style\.\d+\.weight', k)])
   n_blocks = len([k for k in sd if re.fullmatch(r'to_rgbs\.\d+\.conv\.weight', k)])
-  w_dim = _shape(sd, 'conv1.conv.modulation.weight', source)[1]
-  z_dim = _shape(sd, 'style.1.weight', source)[1] if n_mlp else w_dim
-  channels = [(4, _shape(sd, 'conv1.conv.weight', source)[1])]
+  w_dim = shape('conv1.conv.modulation.weight')[1]
+  z_dim = shape('style.1.weight')[1] if n_mlp else w_dim
+  channels = [(4, shape('conv1.conv.weight')[1])]
   for k in range(n_blocks):
-    channels.append((2**(k + 3), _shape(sd, f'convs.{2 * k}.conv.weight', source)[1]))
+    channels.append((2**(k + 3), shape(f'convs.{2 * k}.conv.weight')[1]))
   return Architecture(resolution=2**(n_blocks + 2), z_dim=z_dim, w_dim=w_dim,
                       n_mlp=n_mlp, channels=tuple(channels))
 

@@ -58,7 +58,9 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
                                                    g.resolution, 3), minval=-1)
   keys, state, opt_state = inv.init(np.arange(batch))
   feats = inv.target_features(targets)
-  args = (inv.plan, state, opt_state, keys, targets, feats, jnp.int32(0),
+  op_params = inv.operator_params(np.arange(batch))
+  args = (inv.plan, state, opt_state, keys, targets, feats, op_params,
+          jnp.int32(0),
           jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
   compiled = invert._step.lower(*args).compile()  # pylint: disable=protected-access
   cost = compiled.cost_analysis()
@@ -69,7 +71,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   for step in range(warmup + steps):
     start = time.perf_counter()
     state, opt_state, losses, _ = inv.step(state, opt_state, keys, targets,
-                                           feats, step)
+                                           feats, op_params, step)
     losses.block_until_ready()
     if step >= warmup:
       times.append(time.perf_counter() - start)

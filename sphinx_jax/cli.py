@@ -5,11 +5,12 @@ starting with `error:` and exit non-zero; no traceback reaches the user.
 """
 
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 from absl import app
 from absl import flags
 from absl import logging
+from ml_collections import config_flags
 
 from sphinx_jax.errors import SphinxError
 
@@ -31,7 +32,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-def config_value(flag: flags.FlagHolder):
+def _config_value(flag: flags.FlagHolder):
   """The parsed config; a file that fails to load becomes a SphinxError."""
   try:
     flag.value.to_dict()  # a file that failed to load raises on first use
@@ -40,8 +41,17 @@ def config_value(flag: flags.FlagHolder):
     raise SphinxError(f'cannot load the config: {one_line(e)}') from None
 
 
-def run(main: Callable[[], int]) -> None:
-  """Parses flags and runs `main()`, mapping errors to `error: ...` lines."""
+def run(main: Callable[..., int], config_file: Optional[str] = None) -> None:
+  """Parses flags and runs `main()`, mapping errors to `error: ...` lines.
+
+  With `config_file`, defines `--config` (an ml_collections config file,
+  fields overridden as --config.<field>=<value>) with that default and runs
+  `main(config)`. The flag is defined here, by the entry point that runs,
+  since the CLI modules import one another.
+  """
+  flag = (config_flags.DEFINE_config_file(
+      'config', config_file, 'an ml_collections config file', lock_config=True)
+          if config_file else None)
 
   def wrapped(argv):
     if len(argv) > 1:
@@ -49,7 +59,7 @@ def run(main: Callable[[], int]) -> None:
       return 2
     logging.set_verbosity(logging.WARNING)  # keep JAX/Orbax chatter out
     try:
-      return main()
+      return main() if flag is None else main(_config_value(flag))
     except SphinxError as e:
       print(f'error: {e}', file=sys.stderr)
       return e.exit_code

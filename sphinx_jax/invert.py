@@ -19,10 +19,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sphinx_jax import lpips, methods, metrics
+from sphinx_jax import lpips, methods, operators
 from sphinx_jax.generator import Generator
 
 Array = jax.Array
+# The stream of the per-step key the operator's own noise is drawn from.
+_OPERATOR_STREAM = 0x0FE2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +41,14 @@ class Settings:
   seed: int = 0
   dtype: str = 'float32'  # compute dtype; parameters and Adam stay float32
   remat: bool = False  # recompute synthesis blocks in the backward pass
+  # The forward operator the loss sees the generated image through.
+  operator: operators.Identity = operators.Identity()
 
   @classmethod
   def from_config(cls, config) -> 'Settings':
-    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)})
+    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)
+                  if f.name != 'operator'},
+               operator=operators.from_config(config.operator))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +62,7 @@ class Plan:
   num_vicinal: int
   w_std: Optional[float]
   dtype: str = 'float32'
+  operator: operators.Identity = operators.Identity()
 
   @property
   def method(self) -> methods.Method:
@@ -106,22 +113,33 @@ def _render(plan: Plan, state, key, t, g: Generator):
   return image.astype(jnp.float32), wplus, content
 
 
-def _loss(plan: Plan, state, key, t, target, target_feats, g, lpips_params):
+def _rgb(x):
+  """An operator's image output as LPIPS takes it (grayscale replicated)."""
+  return jnp.broadcast_to(x, x.shape[:-1] + (3,))
+
+
+def _loss(plan: Plan, state, key, t, target, target_feats, op_params, g,
+          lpips_params):
+  """The loss of one draw in the operator's output space, where `target`
+  (the observation) lives."""
   image, _, _ = _render(plan, state, key, t, g)
-  loss = plan.mse_weight * metrics.mse(image, target)
+  pred = plan.operator.apply(op_params, image,
+                             jax.random.fold_in(key, _OPERATOR_STREAM))
+  loss = plan.mse_weight * jnp.mean(jnp.square(pred - target))
   if plan.lpips_weight:
-    feats = lpips.features(lpips_params, image.astype(plan.dtype))
+    feats = lpips.features(lpips_params, _rgb(pred).astype(plan.dtype))
     loss += plan.lpips_weight * lpips.distance_from_features(
         lpips_params, feats, target_feats).astype(jnp.float32)
   return loss + plan.method.regularizer(state), image
 
 
-def _step_one(plan: Plan, state, opt_state, keys, target, target_feats, step,
-              steps, g, lpips_params):
+def _step_one(plan: Plan, state, opt_state, keys, target, target_feats,
+              op_params, step, steps, g, lpips_params):
   key = jax.random.fold_in(keys[1], step)
   (loss, image), grads = jax.value_and_grad(
       functools.partial(_loss, plan), has_aux=True)(
-          state, key, step / steps, target, target_feats, g, lpips_params)
+          state, key, step / steps, target, target_feats, op_params, g,
+          lpips_params)
   updates, opt_state = plan.tx(steps).update(grads, opt_state, state)
   state = plan.method.post_update(optax.apply_updates(state, updates))
   return state, opt_state, loss, image
@@ -158,29 +176,30 @@ def _init(plan: Plan, keys, g):
   return jax.vmap(one)(keys)
 
 
-def _batch_step(plan: Plan, state, opt_state, keys, targets, feats, step, steps,
-                g, lpips_params):
+def _batch_step(plan: Plan, state, opt_state, keys, targets, feats, op_params,
+                step, steps, g, lpips_params):
   return jax.vmap(functools.partial(_step_one, plan),
-                  in_axes=(0, 0, 0, 0, 0, None, None, None, None))(
-                      state, opt_state, keys, targets, feats, step, steps, g,
-                      lpips_params)
+                  in_axes=(0, 0, 0, 0, 0, 0, None, None, None, None))(
+                      state, opt_state, keys, targets, feats, op_params, step,
+                      steps, g, lpips_params)
 
 
 _step = jax.jit(_batch_step, static_argnums=0, donate_argnums=(1, 2))
 
 
 @functools.partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def _steps(plan: Plan, state, opt_state, keys, targets, feats, first, count,
-           steps, g, lpips_params):
+def _steps(plan: Plan, state, opt_state, keys, targets, feats, op_params, first,
+           count, steps, g, lpips_params):
   """`count` steps from `first` in one dispatch: a loop on the device keeps
   Python out of the way (`count` is traced: one program for any count)."""
 
   def body(i, carry):
     return _batch_step(plan, carry[0], carry[1], keys, targets, feats,
-                       first + i, steps, g, lpips_params)
+                       op_params, first + i, steps, g, lpips_params)
 
-  init = (state, opt_state, jnp.zeros(targets.shape[:1], targets.dtype),
-          jnp.zeros_like(targets))
+  r = g.resolution
+  init = (state, opt_state, jnp.zeros(targets.shape[:1], jnp.float32),
+          jnp.zeros(targets.shape[:1] + (r, r, 3), jnp.float32))
   return jax.lax.fori_loop(0, count, body, init)
 
 
@@ -190,7 +209,22 @@ def _estimate(plan: Plan, state, keys, g):
                   in_axes=(0, 0, None))(state, keys, g)
 
 
-_features = jax.jit(lpips.features)
+_features = jax.jit(lambda params, x: lpips.features(params, _rgb(x)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _observe(operator, op_params, clean, keys):
+  return jax.vmap(operator.observe)(op_params, clean, keys)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _from_file(operator, op_params, images):
+  return jax.vmap(operator.from_file)(op_params, images)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _view(operator, op_params, observations):
+  return jax.vmap(operator.view)(op_params, observations)
 
 
 @dataclasses.dataclass
@@ -228,7 +262,8 @@ class Inverter:
     self.g = g if mesh is None else jax.device_put(g, replicated)
     method = settings.method
     self.lr = settings.lr if settings.lr is not None else methods.DEFAULT_LR[method]
-    use_lpips = (settings.lpips_weight > 0 and
+    self.operator = settings.operator
+    use_lpips = (settings.lpips_weight > 0 and self.operator.lpips and
                  g.resolution >= settings.lpips_min_resolution)
     self.plan = Plan(
         method_name=method, lr=self.lr,
@@ -237,7 +272,7 @@ class Inverter:
         lpips_weight=settings.lpips_weight if use_lpips else 0.0,
         num_vicinal=settings.num_vicinal,
         w_std=methods.w_spread(g) if method == 'w' else None,
-        dtype=settings.dtype)
+        dtype=settings.dtype, operator=self.operator)
     self.lpips_params = lpips.load_params()
     if mesh is not None:
       self.lpips_params = jax.device_put(self.lpips_params, replicated)
@@ -267,26 +302,48 @@ class Inverter:
     state, opt_state = _init(self.plan, keys, self.g)
     return keys, state, opt_state
 
+  def operator_params(self, identities: np.ndarray):
+    """The forward operator's parameters for a batch (leading axis)."""
+    return self.shard(operators.batch_params(
+        self.operator, self.settings.seed, identities, self.g.resolution))
+
+  def observe(self, images: np.ndarray, identities: np.ndarray, op_params,
+              given: bool = False) -> np.ndarray:
+    """The observations of a batch: synthesised from (B, R, R, 3) clean
+    images (their noise drawn from the seed and each image's identity), or
+    with `given`, made from observations loaded at `operator.load_size`."""
+    images = self.shard(jnp.asarray(images, jnp.float32))
+    if given:
+      return np.asarray(_from_file(self.operator, op_params, images))
+    keys = self.shard(operators.observation_keys(self.settings.seed, identities))
+    return np.asarray(_observe(self.operator, op_params, images, keys))
+
+  def view(self, op_params, observations) -> np.ndarray:
+    """(B, R, R, 3) pictures of the observations (observation.png)."""
+    return np.asarray(_view(self.operator, op_params,
+                            self.shard(jnp.asarray(observations, jnp.float32))))
+
   def target_features(self, targets: Array):
     """LPIPS features of the targets, computed once per batch."""
     if not self.plan.lpips_weight:
       return jnp.zeros(targets.shape[:1])
     return _features(self.lpips_compute, targets.astype(self.settings.dtype))
 
-  def step(self, state, opt_state, keys, targets, target_feats, step: int):
+  def step(self, state, opt_state, keys, targets, target_feats, op_params,
+           step: int):
     """One optimisation step for the whole batch; returns the new state, Adam
     state, (B,) losses and the (B, H, W, 3) images generated at this step."""
     return _step(self.plan, state, opt_state, keys, targets, target_feats,
-                 jnp.asarray(step, jnp.int32),
+                 op_params, jnp.asarray(step, jnp.int32),
                  jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
                  self.lpips_compute)
 
-  def steps(self, state, opt_state, keys, targets, target_feats, first: int,
-            count: int):
+  def steps(self, state, opt_state, keys, targets, target_feats, op_params,
+            first: int, count: int):
     """`count` steps from step `first` in one dispatch; returns what `step`
     returns, with the losses and images of the last of them."""
     return _steps(self.plan, state, opt_state, keys, targets, target_feats,
-                  jnp.asarray(first, jnp.int32), jnp.asarray(count, jnp.int32),
+                  op_params, jnp.asarray(first, jnp.int32), jnp.asarray(count, jnp.int32),
                   jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
                   self.lpips_compute)
 
@@ -297,20 +354,25 @@ class Inverter:
   def invert(self, targets: np.ndarray, identities: np.ndarray,
              on_step: Optional[Callable[..., None]] = None,
              start: Optional[tuple[Any, Any, int]] = None,
-             every: int = 1) -> Result:
-    """Runs all steps on a batch of (B, H, W, 3) targets in [-1, 1].
+             every: int = 1, op_params=None) -> Result:
+    """Runs all steps on a batch of targets: (B, H, W, 3) images in [-1, 1],
+    or with a forward operator, its observations.
 
     Args:
-      targets: the images (B a multiple of the number of devices).
+      targets: the images or observations (B a multiple of the number of
+        devices).
       identities: (B,) integers naming the images (seed their random draws).
       on_step: called as on_step(step, losses, images, state, opt_state)
         after every `every` steps and after the last (a checkpoint may copy
         the state; it must not keep it: the next step reuses its buffers).
       start: (state, opt_state, first step) to continue a checkpointed run.
       every: steps per dispatch; the steps in between run on the device.
+      op_params: the operator's parameters (default: `operator_params`).
     """
     targets = self.shard(jnp.asarray(targets, jnp.float32))
     keys, state, opt_state = self.init(identities)
+    if op_params is None:
+      op_params = self.operator_params(identities)
     first = 0
     if start is not None:
       state, opt_state, first = self.shard(start[0]), self.shard(start[1]), start[2]
@@ -319,8 +381,8 @@ class Inverter:
     step, steps = first, self.settings.steps
     while step < steps:
       count = min(every - step % every, steps - step)  # end on multiples
-      state, opt_state, losses, image = self.steps(state, opt_state, keys,
-                                                   targets, feats, step, count)
+      state, opt_state, losses, image = self.steps(
+          state, opt_state, keys, targets, feats, op_params, step, count)
       step += count
       if on_step is not None:
         on_step(step - 1, losses, image, state, opt_state)

@@ -10,9 +10,10 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
+import orbax.checkpoint as ocp
 from PIL import Image
 
 from sphinx_jax import images
@@ -53,12 +54,29 @@ def write_json(obj: Any, path: str) -> None:
   atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
 
 
+def write_codes(directory: str, tree: dict[str, Any],
+                config_json: dict[str, Any]) -> None:
+  """`<directory>/state` (an Orbax checkpoint of `tree`: the optimised
+  `state`, `wplus_mean` and, for SPHInX, `content_mean`) and
+  `<directory>/config.json`: the codes `sphinx_jax.edit` reads."""
+  path = os.path.abspath(directory)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(path, 'state'), tree, force=True)
+  checkpointer.wait_until_finished()
+  write_json(config_json, os.path.join(path, 'config.json'))
+
+
 def write_image_results(directory: str, target: np.ndarray,
                         reconstruction: np.ndarray, mean: np.ndarray,
-                        std: np.ndarray, frames: Sequence[np.ndarray]) -> None:
-  """target.png, reconstruction.png, mean.png, std.png and progress.gif."""
-  for name, img in (('target', target), ('reconstruction', reconstruction),
-                    ('mean', mean)):
+                        std: np.ndarray, frames: Sequence[np.ndarray],
+                        observation: Optional[np.ndarray] = None) -> None:
+  """target.png, reconstruction.png, mean.png, std.png, progress.gif and,
+  for restoration, observation.png."""
+  pictures = [('target', target), ('reconstruction', reconstruction),
+              ('mean', mean)]
+  if observation is not None:
+    pictures.append(('observation', observation))
+  for name, img in pictures:
     images.save_png(images.to_uint8(img), os.path.join(directory, f'{name}.png'))
   images.save_png(images.to_uint8(np.asarray(std) * STD_GAIN * 2 - 1),
                   os.path.join(directory, 'std.png'))

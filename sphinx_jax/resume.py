@@ -29,14 +29,15 @@ from sphinx_jax.errors import SphinxError
 
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
-                 'references', 'dtype')
+                 'references', 'dtype', 'observation', 'operator')
 
 
 def fingerprint(config) -> dict[str, Any]:
   """The settings a run's results depend on, the generator by content."""
   with open(os.path.join(config.generator, 'generator.json'), 'rb') as f:
     generator = hashlib.sha256(f.read()).hexdigest()
-  return {'generator': generator, **{k: config[k] for k in RESULT_FIELDS}}
+  values = config.to_dict()  # the operator's ConfigDict as a plain dict
+  return {'generator': generator, **{k: values[k] for k in RESULT_FIELDS}}
 
 
 def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:

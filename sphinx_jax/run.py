@@ -14,17 +14,12 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
-from ml_collections import config_flags
 from PIL import Image
 
 from sphinx_jax import (cli, data, hosts, images, invert, methods, metrics,
-                        outputs, resume)
+                        operators, outputs, resume)
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.generator import load_generator
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/invert.py', 'an ml_collections config file', lock_config=True)
 
 
 def validate(config) -> None:
@@ -46,10 +41,16 @@ def validate(config) -> None:
        "'float32' or 'bfloat16'"),
       ('checkpoint_every', config.checkpoint_every >= 0, 'non-negative (0: off)'),
       ('outdir', bool(config.outdir), 'a directory'),
+      ('observation', config.observation in ('synthesize', 'given'),
+       "'synthesize' or 'given'"),
   )
   for field, ok, want in checks:
     if not ok:
       raise SphinxError(f'config.{field} = {config[field]!r}: must be {want}')
+  operator = operators.from_config(config.operator)
+  if config.observation == 'given' and operator.name == 'cs':
+    raise SphinxError("config.observation = 'given': operator 'cs' takes "
+                      "clean inputs (its measurements are not images)")
 
 
 def _pad(arrays: np.ndarray, size: int) -> np.ndarray:
@@ -73,11 +74,7 @@ def _save_codes(directory: str, result: invert.Result, i: int,
           'wplus_mean': result.wplus_mean[i]}
   if result.content_mean is not None:
     tree['content_mean'] = result.content_mean[i]
-  path = os.path.abspath(os.path.join(directory, 'codes'))
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(path, 'state'), tree, force=True)
-  checkpointer.wait_until_finished()
-  outputs.write_json(config_json, os.path.join(path, 'config.json'))
+  outputs.write_codes(os.path.join(directory, 'codes'), tree, config_json)
 
 
 def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
@@ -94,15 +91,27 @@ def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
 
 
 class _Batch:
-  """One batch of loaded images and what its run collects."""
+  """One batch of loaded images, its observations and what its run collects.
 
-  def __init__(self, loaded, size: int):
+  `observations` are what the loss compares the operator's output with;
+  `refs` what the metrics compare the reconstruction with (and target.png
+  shows): the clean `references` image when given, else the clean input, or
+  for given observations, their picture (`Inverter.view`).
+  """
+
+  def __init__(self, loaded, size: int, inverter: invert.Inverter,
+               given: bool):
     self.items = [item for item, _, _ in loaded]
     self.names = [item.name for item in self.items]
-    self.targets = np.stack([t for _, t, _ in loaded])
-    self.refs = _pad(np.stack([r for _, _, r in loaded]), size)
-    self.padded_targets = _pad(self.targets, size)
     self.ids = _pad(np.array([item.identity for item in self.items]), size)
+    self.op_params = inverter.operator_params(self.ids)
+    inputs = _pad(np.stack([x for _, x, _ in loaded]), size)
+    self.observations = inverter.observe(inputs, self.ids, self.op_params,
+                                         given)
+    self.views = inverter.view(self.op_params, self.observations)
+    fallback = self.views if given else inputs
+    self.refs = _pad(np.stack([fallback[i] if ref is None else ref
+                               for i, (_, _, ref) in enumerate(loaded)]), size)
     self.frames: list[np.ndarray] = []
 
 
@@ -137,8 +146,8 @@ def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(config.steps_per_dispatch, config.save_every,
                    config.checkpoint_every)
-  result = inverter.invert(batch.padded_targets, batch.ids, on_step, start,
-                           every)
+  result = inverter.invert(batch.observations, batch.ids, on_step, start,
+                           every, batch.op_params)
   if checkpoints is not None:
     checkpoints.clear()
   return result
@@ -162,8 +171,9 @@ def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
       continue
     directory = os.path.join(config.outdir, item.name)
     outputs.write_image_results(
-        directory, batch.targets[i], result.reconstruction[i], result.mean[i],
-        result.std[i], [f[i] for f in batch.frames])
+        directory, batch.refs[i], result.reconstruction[i], result.mean[i],
+        result.std[i], [f[i] for f in batch.frames],
+        None if inverter.operator.name == 'identity' else batch.views[i])
     _save_codes(directory, result, i, {**config_json, 'image': item.path})
     row = {'image': item.name, 'method': config.method, 'steps': config.steps,
            'seconds': seconds,
@@ -175,15 +185,16 @@ def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
   return rows, failed
 
 
-def _load_batch(batch, resolution, references):
-  """Decodes a batch; broken files are reported and left out."""
+def _load_batch(batch, resolution, load_size, references):
+  """Decodes a batch at `load_size` (and references at `resolution`); broken
+  files are reported and left out."""
   loaded, skipped = [], []
   for item in batch:
     try:
-      target = data.load_image(item.path, resolution)
+      image = data.load_image(item.path, load_size)
       ref = (data.load_image(references[item.name].path, resolution)
-             if item.name in references else target)
-      loaded.append((item, target, ref))
+             if item.name in references else None)
+      loaded.append((item, image, ref))
     except SphinxError as e:
       print(f'skipped {item.path}: {e}', file=sys.stderr)
       skipped.append(item.name)
@@ -195,6 +206,9 @@ def run(config) -> int:
   validate(config)
   hosts.initialize(config.distributed)
   g = load_generator(config.generator)
+  operator = operators.from_config(config.operator, g.resolution)
+  given = config.observation == 'given'
+  load_size = operator.load_size(g.resolution) if given else g.resolution
   all_items = data.discover(config.inputs)
   items = hosts.share(all_items)
   references = ({r.name: r for r in data.discover(config.references)}
@@ -223,11 +237,11 @@ def run(config) -> int:
   groups = [todo[i:i + config.batch_size]
             for i in range(0, len(todo), config.batch_size)]
   for b, group in enumerate(groups):
-    loaded, skipped = _load_batch(group, g.resolution, references)
+    loaded, skipped = _load_batch(group, g.resolution, load_size, references)
     problems += skipped
     if not loaded:
       continue
-    batch = _Batch(loaded, size)
+    batch = _Batch(loaded, size, inverter, given)
     start = time.perf_counter()
     result = _invert_batch(inverter, batch, config,
                            f'[batch {b + 1}/{len(groups)}]')
@@ -249,9 +263,5 @@ def run(config) -> int:
   return 0
 
 
-def main() -> int:
-  return run(cli.config_value(_CONFIG))
-
-
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(run, 'configs/invert.py')

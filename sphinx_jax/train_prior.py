@@ -29,17 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
-from ml_collections import config_flags
 
 from sphinx_jax import cli, digits_score
 from sphinx_jax.discriminator import Discriminator, r1_penalty
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.generator import Generator, save_generator
 from sphinx_jax.stylegan2 import Architecture, StyleGAN2
-
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', 'configs/train_prior.py', 'an ml_collections config file',
-    lock_config=True)
 
 W_AVG_BETA = 0.995  # NVIDIA's w_avg tracking
 # Fields that may change between reruns on one workdir; any other change is
@@ -395,10 +390,10 @@ def train(config) -> State:
   return state
 
 
-def main() -> int:
-  train(cli.config_value(_CONFIG))
+def main(config) -> int:
+  train(config)
   return 0
 
 
 if __name__ == '__main__':
-  cli.run(main)
+  cli.run(main, 'configs/train_prior.py')

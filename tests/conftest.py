@@ -1,6 +1,7 @@
 """Shared fixtures: the reference files and generators converted from them."""
 
 import atexit
+import importlib.util
 import os
 import pathlib
 import shutil
@@ -38,6 +39,17 @@ def rel_err(a, b) -> float:
 
 def nhwc(x):
   return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def load_config(name: str, **overrides):
+  """configs/<name>.py's get_config(), updated with `overrides`."""
+  spec = importlib.util.spec_from_file_location(f'config_{name}',
+                                                REPO / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.update_from_flattened_dict(overrides)  # 'operator.sigma' and such
+  return config
 
 
 def run_cli(*args, env=None):

@@ -67,7 +67,8 @@ def test_learning_rate_schedule_groups(gen, targets, schedule):
   keys, state, opt_state = inv.init(np.array([1]))
   before = jax.device_get(state)
   t = jnp.asarray(targets[:1])
-  state, *_ = inv.step(state, opt_state, keys, t, inv.target_features(t), 0)
+  state, *_ = inv.step(state, opt_state, keys, t, inv.target_features(t),
+                       inv.operator_params(np.array([1])), 0)
   moved = {k: any(not np.array_equal(a, b) for a, b in zip(
       jax.tree_util.tree_leaves(before[k]), jax.tree_util.tree_leaves(state[k])))
            for k in ('ps', 'pc', 'noise')}

@@ -1,0 +1,21 @@
+"""Super-resolution: y = x down-sampled by operator.factor (operator.kernel:
+'area' or 'bicubic').
+
+  python -m sphinx_jax.run --config configs/sr.py \
+      --config.generator=ported_weights/ffhq256 --config.inputs=images/ \
+      --config.outdir=out/sr [--config.key=value ...]
+
+The inputs are clean images the observations are synthesised from (metrics
+against them), or with --config.observation=given, the observations
+themselves. README.md ("Restoration") describes every operator.
+"""
+
+from sphinx_jax import run_config
+
+
+def get_config():
+  c = run_config.base()
+  c.outdir = 'out/sr'
+  c.operator.name = 'sr'
+  c.operator.factor = 4
+  return c

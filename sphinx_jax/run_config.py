@@ -1,0 +1,46 @@
+"""The config of `python -m sphinx_jax.run`, which every file in configs/
+starts from (configs/invert.py as it is; the restoration tasks set an
+operator). Every field is documented in README.md ("Configuration").
+"""
+
+from ml_collections import config_dict
+
+
+def base() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.generator = 'ported_weights/rosinality_small'
+  c.inputs = 'samples'
+  c.references = ''
+  c.outdir = 'out/invert'
+  c.method = 'sphinx'
+  c.steps = 5000
+  c.batch_size = 4
+  c.seed = 0
+  c.lr = config_dict.placeholder(float)
+  c.lr_schedule = 'official'
+  c.mse_weight = 1.0
+  c.lpips_weight = 1.5
+  c.lpips_min_resolution = 256
+  c.num_vicinal = 16
+  c.dtype = 'float32'
+  c.remat = False
+  c.save_every = 100
+  c.checkpoint_every = 0
+  c.steps_per_dispatch = 10
+  # Restoration (README, "Restoration"): the loss compares operator(G(...))
+  # with the observation, synthesised from clean inputs or loaded as given.
+  c.observation = 'synthesize'  # or 'given'
+  c.operator = config_dict.ConfigDict()
+  c.operator.name = 'identity'  # identity, denoise, cs, inpaint, sr, grayscale
+  c.operator.sigma = 0.1  # denoise: noise std, in [-1, 1] image units
+  c.operator.fresh_noise = True  # denoise: re-noise G's image every step
+  c.operator.fraction = 0.01  # cs: measurements / values (R * R * 3)
+  c.operator.mask = ''  # inpaint: mask image, white = observed ('' = box)
+  c.operator.box = 0.4  # inpaint: side of the random hole / resolution
+  c.operator.factor = 4  # sr: down-sampling factor
+  c.operator.kernel = 'area'  # sr: 'area' or 'bicubic'
+  # Multi-host runs (README, "Several devices and hosts").
+  c.distributed = config_dict.ConfigDict()
+  c.distributed.num_processes = 0  # 0: from the launcher's environment, else 1
+  c.distributed.process_id = 0
+  return c

@@ -9,9 +9,13 @@ failed host never blocks or corrupts another's results, and a rerun of one
 process resumes its own share.
 
 jax.distributed is deliberately not started: nothing is computed across
-processes, and with it Orbax treats every checkpoint as a global one (it
-writes host arrays from process 0 only and refuses process-local device
-arrays), which per-process checkpoints cannot be.
+processes, and with it Orbax treats every checkpoint as a global one, which
+per-process checkpoints cannot be: orbax-checkpoint 0.12.8 writes numpy
+arrays from process 0 only (NumpyHandler's serialize) and refuses
+process-local jax.Arrays, whatever MultiprocessingOptions say. A JAX runtime
+that already spans several processes (jax.distributed started by the
+caller, a multi-host TPU slice) is therefore refused before any work: every
+other process's codes and checkpoints would be silently empty.
 """
 
 import csv
@@ -19,6 +23,8 @@ import fcntl
 import glob
 import os
 from typing import Sequence, TypeVar
+
+import jax
 
 from sphinx_jax import outputs
 from sphinx_jax.errors import SphinxError
@@ -35,6 +41,13 @@ def initialize(cfg) -> tuple[int, int]:
   """Sets this process's (index, count) from `config.distributed`
   (num_processes > 0) or else the launcher's environment variables."""
   global _process
+  if jax.process_count() > 1:
+    raise SphinxError(
+        f'this JAX runtime spans {jax.process_count()} processes '
+        '(jax.distributed or a multi-host TPU slice), where Orbax saves host '
+        'data from process 0 only and the other processes\' outputs would be '
+        'lost; start one independent process per host instead (README, '
+        '"Several hosts")')
   if cfg.num_processes:
     index, count = cfg.process_id, cfg.num_processes
   else:

@@ -245,3 +245,15 @@ def test_process_share_from_config_or_launcher_environment(monkeypatch):
       hosts.initialize(cfg)
   finally:
     hosts.initialize(config_dict.ConfigDict({'num_processes': 1, 'process_id': 0}))
+
+
+def test_a_multi_process_jax_runtime_is_refused_before_any_work(monkeypatch):
+  """Orbax would write only process 0's arrays: nothing may start."""
+  from ml_collections import config_dict
+  from sphinx_jax import hosts
+  from sphinx_jax.errors import SphinxError
+  monkeypatch.setattr(hosts.jax, 'process_count', lambda: 2)
+  with pytest.raises(SphinxError, match='spans 2 processes.*one independent '
+                     'process per host'):
+    hosts.initialize(config_dict.ConfigDict({'num_processes': 0,
+                                             'process_id': 0}))

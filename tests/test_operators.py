@@ -13,7 +13,7 @@ from PIL import Image
 import sphinx_jax
 from sphinx_jax import data, images, invert, operators, run
 from sphinx_jax.errors import SphinxError
-from conftest import REPO, load_config
+from conftest import REPO, load_config, run_cli
 
 R = 32
 
@@ -233,3 +233,30 @@ def test_a_changed_operator_is_refused_on_the_same_outdir(tmp_path, converted,
   with pytest.raises(SphinxError, match='other settings.*operator'):
     run.run(_task('denoise', converted['zip'], inputs, out,
                   **{'operator.sigma': 0.3}))
+
+
+def test_a_task_from_the_command_line_with_a_baseline(tmp_path, converted,
+                                                      inputs):
+  """Nested operator fields override from flags; baselines restore too."""
+  out = tmp_path / 'out'
+  result = run_cli('-m', 'sphinx_jax.run', '--config', 'configs/sr.py',
+                   f'--config.generator={converted["zip"]}',
+                   f'--config.inputs={inputs}', f'--config.outdir={out}',
+                   '--config.steps=2', '--config.num_vicinal=2',
+                   '--config.method=wplus', '--config.operator.factor=2',
+                   '--config.operator.kernel=bicubic')
+  assert result.returncode == 0, result.stderr
+  assert 'Traceback' not in result.stderr
+  shown = np.asarray(Image.open(out / 'retina' / 'observation.png'))
+  np.testing.assert_array_equal(shown[::2, ::2], shown[1::2, 1::2])  # 2x2 blocks
+  assert json.load(open(out / 'run.json'))['operator']['factor'] == 2
+  rows = list(csv.DictReader(open(out / 'metrics.csv')))
+  assert [r['method'] for r in rows] == ['wplus', 'wplus']
+
+
+def test_a_bad_operator_from_the_command_line_is_one_line(tmp_path):
+  result = run_cli('-m', 'sphinx_jax.run', '--config', 'configs/sr.py',
+                   '--config.operator.factor=5', f'--config.outdir={tmp_path}/o')
+  assert result.returncode == 1
+  assert result.stderr.strip() == ('error: config.operator.factor = 5: must be '
+                                   'at least 2 and divide the resolution 32')

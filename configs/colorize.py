@@ -13,7 +13,4 @@ from sphinx_jax import run_config
 
 
 def get_config():
-  c = run_config.base()
-  c.outdir = 'out/colorize'
-  c.operator.name = 'grayscale'
-  return c
+  return run_config.restoration('grayscale', 'out/colorize')

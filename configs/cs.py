@@ -14,8 +14,4 @@ from sphinx_jax import run_config
 
 
 def get_config():
-  c = run_config.base()
-  c.outdir = 'out/cs'
-  c.operator.name = 'cs'
-  c.operator.fraction = 0.01
-  return c
+  return run_config.restoration('cs', 'out/cs', fraction=0.01)

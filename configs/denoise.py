@@ -14,8 +14,4 @@ from sphinx_jax import run_config
 
 
 def get_config():
-  c = run_config.base()
-  c.outdir = 'out/denoise'
-  c.operator.name = 'denoise'
-  c.operator.sigma = 0.2
-  return c
+  return run_config.restoration('denoise', 'out/denoise', sigma=0.2)

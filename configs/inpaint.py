@@ -14,8 +14,4 @@ from sphinx_jax import run_config
 
 
 def get_config():
-  c = run_config.base()
-  c.outdir = 'out/inpaint'
-  c.operator.name = 'inpaint'
-  c.operator.box = 0.4
-  return c
+  return run_config.restoration('inpaint', 'out/inpaint', box=0.4)

@@ -14,8 +14,4 @@ from sphinx_jax import run_config
 
 
 def get_config():
-  c = run_config.base()
-  c.outdir = 'out/sr'
-  c.operator.name = 'sr'
-  c.operator.factor = 4
-  return c
+  return run_config.restoration('sr', 'out/sr', factor=4)

@@ -29,7 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sphinx_jax import attribute, cli, data, images, methods, outputs
-from sphinx_jax.errors import SphinxError
+from sphinx_jax.errors import SphinxError, check_fields
 from sphinx_jax.generator import Generator, check_tree, load_generator
 
 MODES = ('direction', 'interpolate', 'learn')
@@ -333,9 +333,7 @@ def validate(config) -> None:
       ('num_vicinal', config.num_vicinal >= 1, 'at least 1'),
       ('walk_extent', config.walk_extent > 0, 'positive'),
   )
-  for field, ok, want in checks:
-    if not ok:
-      raise SphinxError(f'config.{field} = {config[field]!r}: must be {want}')
+  check_fields(config, checks)
 
 
 def run_direction(config) -> int:

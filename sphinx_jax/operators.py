@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sphinx_jax.errors import SphinxError
+from sphinx_jax.errors import SphinxError, check_fields
 
 Array = jax.Array
 # ITU-R BT.601 luma, as Pillow's convert('L').
@@ -260,10 +260,7 @@ def from_config(cfg, resolution: Optional[int] = None) -> Identity:
              ('kernel', cfg.kernel in ('area', 'bicubic'),
               "'area' or 'bicubic'")),
   }
-  for field, ok, want in checks.get(name, ()):
-    if not ok:
-      raise SphinxError(f'config.operator.{field} = {cfg[field]!r}: must be '
-                        f'{want}')
+  check_fields(cfg, checks.get(name, ()), 'config.operator.')
   fields = {f.name: cfg[f.name]
             for f in dataclasses.fields(OPERATORS[name])}
   return OPERATORS[name](**fields)

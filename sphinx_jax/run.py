@@ -18,7 +18,7 @@ from PIL import Image
 
 from sphinx_jax import (cli, data, hosts, images, invert, methods, metrics,
                         operators, outputs, resume)
-from sphinx_jax.errors import SphinxError
+from sphinx_jax.errors import SphinxError, check_fields
 from sphinx_jax.generator import load_generator
 
 
@@ -44,9 +44,7 @@ def validate(config) -> None:
       ('observation', config.observation in ('synthesize', 'given'),
        "'synthesize' or 'given'"),
   )
-  for field, ok, want in checks:
-    if not ok:
-      raise SphinxError(f'config.{field} = {config[field]!r}: must be {want}')
+  check_fields(config, checks)
   operator = operators.from_config(config.operator)
   if config.observation == 'given' and operator.name == 'cs':
     raise SphinxError("config.observation = 'given': operator 'cs' takes "

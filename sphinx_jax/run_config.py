@@ -44,3 +44,12 @@ def base() -> config_dict.ConfigDict:
   c.distributed.num_processes = 0  # 0: from the launcher's environment, else 1
   c.distributed.process_id = 0
   return c
+
+
+def restoration(operator: str, outdir: str, **settings) -> config_dict.ConfigDict:
+  """The base config with a forward operator and its settings."""
+  c = base()
+  c.outdir = outdir
+  c.operator.name = operator
+  c.operator.update(settings)
+  return c

@@ -32,7 +32,7 @@ import orbax.checkpoint as ocp
 
 from sphinx_jax import cli, digits_score
 from sphinx_jax.discriminator import Discriminator, r1_penalty
-from sphinx_jax.errors import SphinxError
+from sphinx_jax.errors import SphinxError, check_fields
 from sphinx_jax.generator import Generator, save_generator
 from sphinx_jax.stylegan2 import Architecture, StyleGAN2
 
@@ -75,9 +75,7 @@ def validate(config) -> None:
       ('log_every', config.log_every >= 1, 'at least 1'),
       ('score_samples', config.score_samples >= 1, 'at least 1'),
   )
-  for field, ok, want in checks:
-    if not ok:
-      raise SphinxError(f'config.{field} = {config[field]!r}: must be {want}')
+  check_fields(config, checks)
   export = config.export_dir
   if (os.path.isdir(export) and os.listdir(export) and
       not os.path.exists(os.path.join(export, 'generator.json'))):

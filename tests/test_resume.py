@@ -5,6 +5,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -247,13 +248,31 @@ def test_process_share_from_config_or_launcher_environment(monkeypatch):
     hosts.initialize(config_dict.ConfigDict({'num_processes': 1, 'process_id': 0}))
 
 
-def test_a_multi_process_jax_runtime_is_refused_before_any_work(monkeypatch):
-  """Orbax would write only process 0's arrays: nothing may start."""
-  from ml_collections import config_dict
-  from sphinx_jax import hosts
-  from sphinx_jax.errors import SphinxError
-  monkeypatch.setattr(hosts.jax, 'process_count', lambda: 2)
-  with pytest.raises(SphinxError, match='spans 2 processes.*one independent '
-                     'process per host'):
-    hosts.initialize(config_dict.ConfigDict({'num_processes': 0,
-                                             'process_id': 0}))
+def test_a_jax_distributed_runtime_is_refused_before_any_work(tmp_path,
+                                                               converted,
+                                                               inputs):
+  """Two processes under jax.distributed (coordinator on 127.0.0.1): Orbax
+  would write only process 0's arrays, so neither may start."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    port = s.getsockname()[1]
+  out = tmp_path / 'out'
+  script = (
+      'import sys, jax; from sphinx_jax import cli, run; '
+      f'jax.distributed.initialize("127.0.0.1:{port}", 2, int(sys.argv[1])); '
+      "sys.argv = sys.argv[:1] + sys.argv[2:]; "
+      "cli.run(run.run, 'configs/invert.py')")
+  args = _cli_args(converted['zip'], inputs, out)[2:]  # the flags alone
+  procs = [subprocess.Popen([sys.executable, '-c', script, str(i), *args],
+                            cwd=REPO, env=os.environ.copy(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+           for i in (0, 1)]
+  results = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, results):
+    assert p.returncode == 1, err
+    assert err.strip().splitlines()[-1] == (
+        'error: this JAX runtime spans 2 processes (jax.distributed or a '
+        'multi-host TPU slice), where Orbax saves host data from process 0 '
+        "only and the other processes' outputs would be lost; start one "
+        'independent process per host instead (README, "Several hosts")')
+  assert not out.exists()

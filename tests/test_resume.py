@@ -1,7 +1,6 @@
 """Resumable, sharded and fault-tolerant runs (python -m sphinx_jax.run)."""
 
 import csv
-import importlib.util
 import os
 import shutil
 import signal
@@ -15,21 +14,16 @@ import orbax.checkpoint as ocp
 import pytest
 
 from sphinx_jax import data, outputs, resume, run
-from conftest import REPO, rel_err, run_cli
+from conftest import REPO, load_config, rel_err, run_cli
 
 NAMES = ['astronaut', 'cameraman', 'cat']
 
 
 def _base_config(generator, inputs, outdir, **overrides):
-  spec = importlib.util.spec_from_file_location('invert_cfg', REPO / 'configs' / 'invert.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.update(dict(generator=generator, inputs=str(inputs), outdir=str(outdir),
-                     steps=12, batch_size=2, num_vicinal=2, save_every=3,
-                     checkpoint_every=4, method='sphinx'))
-  config.update(overrides)
-  return config
+  return load_config('invert', **{
+      **dict(generator=generator, inputs=str(inputs), outdir=str(outdir),
+             steps=12, batch_size=2, num_vicinal=2, save_every=3,
+             checkpoint_every=4, method='sphinx'), **overrides})
 
 
 def _cli_args(generator, inputs, outdir, *extra):

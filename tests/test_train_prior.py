@@ -1,6 +1,5 @@
 """The digits prior trainer: steps, discriminator, resume, export, the CLI."""
 
-import importlib.util
 import json
 import sys
 
@@ -9,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import load_config, run_cli
 from sphinx_jax import digits_score, train_prior
 from sphinx_jax.discriminator import Discriminator, minibatch_stddev, r1_penalty
 from sphinx_jax.errors import SphinxError
@@ -23,14 +22,9 @@ TINY = {'resolution': 8, 'z_dim': 16, 'w_dim': 16, 'n_mlp': 2,
 
 
 def _config(tmp_path, **overrides):
-  spec = importlib.util.spec_from_file_location(
-      'train_prior_config', REPO / 'configs' / 'train_prior.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  config.update({**TINY, 'workdir': str(tmp_path / 'work'),
-                 'export_dir': str(tmp_path / 'export'), **overrides})
-  return config
+  return load_config('train_prior', **{
+      **TINY, 'workdir': str(tmp_path / 'work'),
+      'export_dir': str(tmp_path / 'export'), **overrides})
 
 
 def _flat(tree):

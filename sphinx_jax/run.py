@@ -94,7 +94,8 @@ class _Batch:
   `observations` are what the loss compares the operator's output with;
   `refs` what the metrics compare the reconstruction with (and target.png
   shows): the clean `references` image when given, else the clean input, or
-  for given observations, their picture (`Inverter.view`).
+  for given observations, their picture (`Inverter.view`); observation.png
+  shows the observations' picture wherever that differs.
   """
 
   def __init__(self, loaded, size: int, inverter: invert.Inverter,
@@ -110,6 +111,9 @@ class _Batch:
     fallback = self.views if given else inputs
     self.refs = _pad(np.stack([fallback[i] if ref is None else ref
                                for i, (_, _, ref) in enumerate(loaded)]), size)
+    # observation.png is written where it is not what target.png shows.
+    self.show_observation = [inverter.operator.name != 'identity' or
+                             ref is not None for _, _, ref in loaded]
     self.frames: list[np.ndarray] = []
 
 
@@ -171,7 +175,7 @@ def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
     outputs.write_image_results(
         directory, batch.refs[i], result.reconstruction[i], result.mean[i],
         result.std[i], [f[i] for f in batch.frames],
-        None if inverter.operator.name == 'identity' else batch.views[i])
+        batch.views[i] if batch.show_observation[i] else None)
     _save_codes(directory, result, i, {**config_json, 'image': item.path})
     row = {'image': item.name, 'method': config.method, 'steps': config.steps,
            'seconds': seconds,

@@ -90,6 +90,12 @@ def test_reference_images_are_used_for_metrics(tmp_path, converted, inputs):
   assert plain.returncode == 0
   assert rows['astronaut']['psnr'] != base['astronaut']['psnr']
   assert rows['cameraman']['psnr'] == base['cameraman']['psnr']
+  # target.png shows the reference; observation.png what the loss saw.
+  assert np.asarray(Image.open(out / 'astronaut' / 'target.png')).max() == 0
+  np.testing.assert_array_equal(
+      np.asarray(Image.open(out / 'astronaut' / 'observation.png')),
+      np.asarray(Image.open(tmp_path / 'plain' / 'astronaut' / 'target.png')))
+  assert not (out / 'cameraman' / 'observation.png').exists()
 
 
 @pytest.mark.parametrize('override,message', [

@@ -169,6 +169,7 @@ class Inpaint(Identity):
   The mask is an image file (`mask`: white = observed, resized to R with
   nearest neighbours) shared by all images, or else a square hole of side
   `box` * R at a position drawn per image from (seed, the image's name).
+  Its picture is y itself: observed pixels as they are, the hole mid-grey.
   """
   mask: str = ''
   box: float = 0.4
@@ -187,11 +188,6 @@ class Inpaint(Identity):
   def apply(self, params, x: Array, key: Optional[Array] = None) -> Array:
     del key
     return x * params['mask']
-
-  def view(self, params, y: Array) -> Array:
-    """Observed pixels as they are, the hole mid-grey."""
-    del params
-    return y
 
 
 @dataclasses.dataclass(frozen=True)

@@ -94,11 +94,8 @@ def demo(config) -> int:
                           for m in methods for k in kinds}}
           for n in names]
   columns = ['image'] + [f'{m}_{k}' for m in methods for k in kinds]
-  lines = [','.join(columns)] + [
-      ','.join(r['image'] if c == 'image' else f'{r[c]:.6g}' for c in columns)
-      for r in rows]
-  outputs.atomic_write(os.path.join(config.outdir, 'comparison.csv'),
-                       lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+  outputs.write_csv(os.path.join(config.outdir, 'comparison.csv'), rows,
+                    columns)
   images.save_png(_comparison_image(outdirs, names),
                   os.path.join(config.outdir, 'comparison.png'))
   print(f'\n{config.run.steps} steps per image; columns of '

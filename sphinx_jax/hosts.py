@@ -88,9 +88,6 @@ def merge_metrics(outdir: str, order: Sequence[str]) -> None:
       with open(path, newline='') as f:
         rows.update({r['image']: r for r in csv.DictReader(f)})
     rank = {name: i for i, name in enumerate(order)}
-    lines = [','.join(outputs.METRICS_COLUMNS)] + [
-        ','.join(r.get(c, '') for c in outputs.METRICS_COLUMNS)
-        for r in sorted(rows.values(),
-                        key=lambda r: rank.get(r['image'], len(rank)))]
-    outputs.atomic_write(os.path.join(outdir, 'metrics.csv'),
-                         lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+    outputs.write_csv(os.path.join(outdir, 'metrics.csv'),
+                      sorted(rows.values(),
+                             key=lambda r: rank.get(r['image'], len(rank))))

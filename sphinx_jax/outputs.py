@@ -83,6 +83,19 @@ def write_image_results(directory: str, target: np.ndarray,
   save_gif(frames, os.path.join(directory, 'progress.gif'))
 
 
+def _cell(value: Any) -> str:
+  return f'{value:.6g}' if isinstance(value, (float, np.floating)) else str(value)
+
+
+def write_csv(path: str, rows: Sequence[dict[str, Any]],
+              columns: Sequence[str] = METRICS_COLUMNS) -> None:
+  """Rewrites `path` atomically: the header, then a line per row (a missing
+  cell is empty, floats to 6 significant digits)."""
+  lines = [','.join(columns)] + [','.join(_cell(r.get(c, '')) for c in columns)
+                                 for r in rows]
+  atomic_write(path, lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+
+
 class MetricsTable:
   """`metrics.csv` in append mode; one flushed write per row."""
 
@@ -100,9 +113,7 @@ class MetricsTable:
       os.close(fd)
 
   def add(self, row: dict[str, Any]) -> None:
-    def fmt(v):
-      return f'{v:.6g}' if isinstance(v, (float, np.floating)) else str(v)
-    self._append(','.join(fmt(row[c]) for c in METRICS_COLUMNS))
+    self._append(','.join(_cell(row[c]) for c in METRICS_COLUMNS))
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

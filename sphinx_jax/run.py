@@ -82,9 +82,7 @@ def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
     return []
   with open(path, newline='') as f:
     rows = [r for r in csv.DictReader(f) if r.get('image') in names]
-  lines = [','.join(outputs.METRICS_COLUMNS)] + [
-      ','.join(r.get(c, '') for c in outputs.METRICS_COLUMNS) for r in rows]
-  outputs.atomic_write(path, lambda f: f.write(('\n'.join(lines) + '\n').encode()))
+  outputs.write_csv(path, rows)
   return rows
 
 

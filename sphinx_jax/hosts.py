@@ -1,93 +1,187 @@
-"""Several processes on one job (multi-host runs).
+"""Several processes on one job (multi-host runs) under jax.distributed.
 
-Each process inverts a deterministic share of the input list on its own
-local devices and writes its own images' outputs and its own `manifest` and
-`metrics` files (suffixed `.process<i>`); `metrics.csv` is the merge of all of
-them, rewritten under a file lock by each process as it finishes, so the last
-one to finish leaves it complete. Processes exchange nothing: a slow or
-failed host never blocks or corrupts another's results, and a rerun of one
-process resumes its own share.
+Each process takes a deterministic share of the sorted input list (every n-th
+file) and the processes invert in lockstep: every step runs on one global
+batch, the processes' local batches side by side on a mesh of all devices.
+Each process writes its own images' outputs, manifest and metrics file;
+process 0 merges `metrics.csv` at the end.
 
-jax.distributed is deliberately not started: nothing is computed across
-processes, and with it Orbax treats every checkpoint as a global one, which
-per-process checkpoints cannot be: orbax-checkpoint 0.12.8 writes numpy
-arrays from process 0 only (NumpyHandler's serialize) and refuses
-process-local jax.Arrays, whatever MultiprocessingOptions say. A JAX runtime
-that already spans several processes (jax.distributed started by the
-caller, a multi-host TPU slice) is therefore refused before any work: every
-other process's codes and checkpoints would be silently empty.
+Why lockstep rather than independent processes: once a JAX runtime spans
+several processes, orbax-checkpoint (0.12.8, measured) writes numpy data from
+process 0 only and refuses process-local device arrays, so no process can
+checkpoint on its own. What Orbax saves there is global arrays, written by
+every process together, and a lockstep batch is one. Every image's codes are
+likewise saved by all processes together (process 0 writes the files).
 """
 
 import csv
-import fcntl
 import glob
+import json
 import os
-from typing import Sequence, TypeVar
+import socket
+import time
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from sphinx_jax import outputs
-from sphinx_jax.errors import SphinxError
+from sphinx_jax.errors import SphinxError, check_fields
 
 T = TypeVar('T')
-# Where launchers put the process's rank and the number of processes.
-_ENV = (('JAX_PROCESS_ID', 'JAX_NUM_PROCESSES'),
-        ('SLURM_PROCID', 'SLURM_NTASKS'),
-        ('OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'))
-_process = (0, 1)
+# Launchers whose jobs JAX's own cluster detection can set up, with the
+# variable that holds their number of processes.
+_LAUNCHERS = (('Slurm', 'SLURM_NTASKS'), ('Open MPI', 'OMPI_COMM_WORLD_SIZE'))
 
 
-def initialize(cfg) -> tuple[int, int]:
-  """Sets this process's (index, count) from `config.distributed`
-  (num_processes > 0) or else the launcher's environment variables."""
-  global _process
-  if jax.process_count() > 1:
-    raise SphinxError(
-        f'this JAX runtime spans {jax.process_count()} processes '
-        '(jax.distributed or a multi-host TPU slice), where Orbax saves host '
-        'data from process 0 only and the other processes\' outputs would be '
-        'lost; start one independent process per host instead (README, '
-        '"Several hosts")')
-  if cfg.num_processes:
-    index, count = cfg.process_id, cfg.num_processes
-  else:
-    index, count = 0, 1
-    for rank_var, size_var in _ENV:
-      if rank_var in os.environ and size_var in os.environ:
-        try:
-          index, count = int(os.environ[rank_var]), int(os.environ[size_var])
-        except ValueError as e:
-          raise SphinxError(f'bad {rank_var}/{size_var} ({e})') from None
-        break
-  if not 0 <= index < count:
-    raise SphinxError(f'process index {index} is not in [0, {count})')
-  _process = (index, count)
-  return _process
+def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
+  if name not in environ:
+    return None
+  try:
+    return int(environ[name])
+  except ValueError:
+    raise SphinxError(f'environment variable {name}={environ[name]!r}: '
+                      'must be an integer') from None
+
+
+def distributed_args(cfg, environ: Mapping[str, str]) -> Optional[dict[str, Any]]:
+  """The arguments of jax.distributed.initialize for this job, or None when
+  it is one process. None values are left to JAX's cluster detection.
+
+  In order: `config.distributed` (num_processes = 1: one process, whatever
+  the environment); JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and
+  JAX_PROCESS_ID; a Slurm or Open MPI job of several tasks, or a Cloud TPU
+  slice of several hosts (TPU_WORKER_HOSTNAMES), set up by JAX itself.
+  """
+  checks = (
+      ('num_processes', cfg.num_processes is None or cfg.num_processes >= 1,
+       'at least 1 (or unset)'),
+      ('process_id', cfg.process_id is None or
+       0 <= cfg.process_id < (cfg.num_processes or cfg.process_id + 1),
+       'in [0, num_processes) (or unset)'),
+      ('initialization_timeout', cfg.initialization_timeout >= 1,
+       'at least 1 (seconds)'),
+  )
+  check_fields(cfg, checks, 'config.distributed.')
+  if cfg.num_processes == 1:
+    return None
+  if cfg.coordinator_address or cfg.num_processes:
+    return dict(coordinator_address=cfg.coordinator_address or None,
+                num_processes=cfg.num_processes, process_id=cfg.process_id)
+  if environ.get('JAX_COORDINATOR_ADDRESS'):
+    return dict(coordinator_address=environ['JAX_COORDINATOR_ADDRESS'],
+                num_processes=_env_int(environ, 'JAX_NUM_PROCESSES'),
+                process_id=_env_int(environ, 'JAX_PROCESS_ID'))
+  for _, size_var in _LAUNCHERS:
+    if (_env_int(environ, size_var) or 1) > 1:
+      return {}
+  if ',' in environ.get('TPU_WORKER_HOSTNAMES', ''):
+    return {}
+  return None
+
+
+def _wait_for_coordinator(address: str, timeout: float) -> None:
+  """Returns once process 0's coordinator accepts connections. JAX's own
+  client aborts the process (no Python error) when it cannot connect, so an
+  unreachable coordinator is caught here."""
+  host, _, port = address.rpartition(':')
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      socket.create_connection((host.strip('[]'), int(port)), timeout=5).close()
+      return
+    except (OSError, ValueError) as e:
+      if time.monotonic() > deadline or isinstance(e, ValueError):
+        raise SphinxError(
+            f'cannot reach the jax.distributed coordinator {address} (process '
+            f'0) within {timeout:g} s: {getattr(e, "strerror", None) or e}'
+        ) from None
+      time.sleep(0.5)
+
+
+def initialize(cfg) -> None:
+  """Starts jax.distributed when `distributed_args` says so (and no caller
+  has started it yet); must run before any JAX computation."""
+  args = distributed_args(cfg, os.environ)
+  if args is None or jax.distributed.is_initialized():
+    return
+  if args.get('coordinator_address') and args.get('process_id'):
+    _wait_for_coordinator(args['coordinator_address'],
+                          cfg.initialization_timeout)
+  try:
+    jax.distributed.initialize(
+        **args, initialization_timeout=cfg.initialization_timeout)
+  except Exception as e:  # ValueError, RuntimeError, XlaRuntimeError, ...
+    text = ' '.join(str(e).split())[:300]
+    raise SphinxError(f'jax.distributed.initialize({args}) failed: {text}'
+                      ) from None
+
+
+def is_primary() -> bool:
+  return jax.process_index() == 0
 
 
 def share(items: Sequence[T]) -> list[T]:
   """This process's part of the (sorted) input list: every n-th item."""
-  index, count = _process
-  return list(items[index::count])
+  return list(items[jax.process_index()::jax.process_count()])
 
 
 def suffix() -> str:
   """'' for a single process, '.process<i>' otherwise (per-process files)."""
-  index, count = _process
-  return '' if count == 1 else f'.process{index}'
+  return ('' if jax.process_count() == 1
+          else f'.process{jax.process_index()}')
 
 
-def merge_metrics(outdir: str, order: Sequence[str]) -> None:
-  """metrics.csv := the rows of every process's metrics file, input order."""
-  if _process[1] == 1:
+def devices() -> list:
+  """Every device of the job, process by process: each process's part of a
+  batch sharded over them is a contiguous block of rows."""
+  return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process has reached `name`."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f'sphinx_jax:{name}')
+
+
+def gather(value: Any) -> list[Any]:
+  """Every process's `value` (JSON-able), in process order."""
+  if jax.process_count() == 1:
+    return [value]
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([data.size])).ravel()
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  rows = multihost_utils.process_allgather(padded)
+  return [json.loads(bytes(row[:n])) for row, n in zip(rows, sizes)]
+
+
+def raise_if_any(error: Optional[str]) -> None:
+  """Raises the first process's error on every process, so that all of them
+  stop together rather than some waiting for the others."""
+  errors = [e for e in gather(error) if e]
+  if errors:
+    raise SphinxError(errors[0])
+
+
+def merge_metrics(outdir: str, order: Sequence[str], finished: set[str]
+                  ) -> None:
+  """metrics.csv := the rows of the finished images from every process's
+  metrics file (those of earlier runs, with other process counts, too) and
+  from metrics.csv itself, in input order; by process 0 once every process
+  has finished."""
+  barrier('finished')
+  if jax.process_count() == 1 or not is_primary():
     return
-  with open(os.path.join(outdir, '.metrics.lock'), 'w') as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    rows = {}
-    for path in sorted(glob.glob(os.path.join(outdir, 'metrics.process*.csv'))):
+  merged = os.path.join(outdir, 'metrics.csv')
+  rows = {}
+  for path in [merged] + sorted(glob.glob(os.path.join(outdir,
+                                                       'metrics.process*.csv'))):
+    if os.path.exists(path):
       with open(path, newline='') as f:
-        rows.update({r['image']: r for r in csv.DictReader(f)})
-    rank = {name: i for i, name in enumerate(order)}
-    outputs.write_csv(os.path.join(outdir, 'metrics.csv'),
-                      sorted(rows.values(),
-                             key=lambda r: rank.get(r['image'], len(rank))))
+        rows.update({r['image']: r for r in csv.DictReader(f)
+                     if r.get('image') in finished})
+  rank = {name: i for i, name in enumerate(order)}
+  outputs.write_csv(merged, sorted(rows.values(),
+                                   key=lambda r: rank.get(r['image'], len(rank))))

@@ -209,6 +209,8 @@ def _estimate(plan: Plan, state, keys, g):
                   in_axes=(0, 0, None))(state, keys, g)
 
 
+_image_keys = jax.jit(image_keys, static_argnums=0)
+_observation_keys = jax.jit(operators.observation_keys, static_argnums=0)
 _features = jax.jit(lambda params, x: lpips.features(params, _rgb(x)))
 
 
@@ -229,19 +231,36 @@ def _view(operator, op_params, observations):
 
 @dataclasses.dataclass
 class Result:
-  """Per-image outputs of one batch (leading axis: the batch)."""
+  """Per-image outputs of one batch: arrays whose leading axis is the batch,
+  sharded like it (np.asarray takes them whole in a one-process run;
+  `Inverter.local` takes this process's rows in any run)."""
   state: Any
-  reconstruction: np.ndarray  # the last step's draw (the official output)
-  mean: np.ndarray  # mean image over num_vicinal draws
-  std: np.ndarray  # its per-pixel standard deviation
-  wplus_mean: np.ndarray
-  content_mean: Optional[np.ndarray]  # SPHInX only
-  losses: np.ndarray  # (B,) at the last step
+  reconstruction: Array  # the last step's draw (the official output)
+  mean: Array  # mean image over num_vicinal draws
+  std: Array  # its per-pixel standard deviation
+  wplus_mean: Array
+  content_mean: Optional[Array]  # SPHInX only
+  losses: Array  # (B,) at the last step
 
 
 def batch_mesh(devices: Optional[list] = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over the local devices; images are split along its axis."""
+  """A 1-D mesh over `devices` (default: the local ones); images are split
+  along its axis."""
   return jax.sharding.Mesh(np.array(devices or jax.local_devices()), ('batch',))
+
+
+def _local_rows(x) -> np.ndarray:
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  shards = sorted((s for s in x.addressable_shards if s.replica_id == 0),
+                  key=lambda s: s.index[0].start)
+  return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _row(replicated, tree, i):
+  return jax.lax.with_sharding_constraint(
+      jax.tree_util.tree_map(lambda x: x[i], tree), replicated)
 
 
 class Inverter:
@@ -249,8 +268,11 @@ class Inverter:
 
   With a mesh, the batch axis of everything per-image (targets, keys, state,
   Adam state) is sharded over the mesh's devices and the generator and LPIPS
-  parameters are replicated; a batch must then be a multiple of the number of
-  devices (`padded_batch_size`).
+  parameters are replicated. The mesh may span the devices of several
+  processes (jax.distributed): each process then passes its own rows of a
+  batch (a multiple of its number of devices, `padded_batch_size`) and the
+  batch is all processes' rows, in process order. Every method but `local`
+  must then be called by all processes together.
   """
 
   def __init__(self, g: Generator, settings: Settings,
@@ -283,22 +305,47 @@ class Inverter:
 
   @property
   def num_devices(self) -> int:
-    return 1 if self.mesh is None else self.mesh.size
+    """The devices this process's rows of a batch are split over."""
+    if self.mesh is None:
+      return 1
+    return sum(d.process_index == jax.process_index()
+               for d in self.mesh.devices.flat)
 
   def padded_batch_size(self, n: int) -> int:
     """The smallest batch >= n that divides evenly over the devices."""
     return -(-n // self.num_devices) * self.num_devices
 
   def shard(self, x):
-    """Places a per-image array (or pytree) with its batch axis sharded."""
+    """Places this process's rows of a per-image array (or pytree of them)
+    as the batch sharded over the mesh."""
     if self.mesh is None:
-      return x
-    return jax.device_put(x, jax.sharding.NamedSharding(
-        self.mesh, jax.sharding.PartitionSpec('batch')))
+      return jax.tree_util.tree_map(jnp.asarray, x)
+    sharding = jax.sharding.NamedSharding(self.mesh,
+                                          jax.sharding.PartitionSpec('batch'))
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(sharding,
+                                                         np.asarray(a)), x)
+
+  @staticmethod
+  def local(x):
+    """This process's rows of per-image arrays (or a pytree of them), as
+    numpy: all rows in a one-process run."""
+    return jax.tree_util.tree_map(_local_rows, x)
+
+  def row(self, tree, i: int):
+    """Row `i` of the batch of every leaf of `tree`, as numpy on every
+    process (gathered from the process that holds it)."""
+    if self.mesh is None:
+      return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)
+    replicated = jax.sharding.NamedSharding(self.mesh,
+                                            jax.sharding.PartitionSpec())
+    return jax.tree_util.tree_map(np.asarray,
+                                  _row(replicated, tree, np.int32(i)))
 
   def init(self, identities: np.ndarray):
     """Keys, states and Adam states for a batch of image identities."""
-    keys = self.shard(image_keys(self.settings.seed, identities))
+    keys = _image_keys(self.settings.seed,
+                       self.shard(np.asarray(identities, np.uint32)))
     state, opt_state = _init(self.plan, keys, self.g)
     return keys, state, opt_state
 
@@ -312,21 +359,22 @@ class Inverter:
     """The observations of a batch: synthesised from (B, R, R, 3) clean
     images (their noise drawn from the seed and each image's identity), or
     with `given`, made from observations loaded at `operator.load_size`."""
-    images = self.shard(jnp.asarray(images, jnp.float32))
+    images = self.shard(np.asarray(images, np.float32))
     if given:
-      return np.asarray(_from_file(self.operator, op_params, images))
-    keys = self.shard(operators.observation_keys(self.settings.seed, identities))
-    return np.asarray(_observe(self.operator, op_params, images, keys))
+      return self.local(_from_file(self.operator, op_params, images))
+    keys = _observation_keys(self.settings.seed,
+                             self.shard(np.asarray(identities, np.uint32)))
+    return self.local(_observe(self.operator, op_params, images, keys))
 
   def view(self, op_params, observations) -> np.ndarray:
     """(B, R, R, 3) pictures of the observations (observation.png)."""
-    return np.asarray(_view(self.operator, op_params,
-                            self.shard(jnp.asarray(observations, jnp.float32))))
+    return self.local(_view(self.operator, op_params,
+                            self.shard(np.asarray(observations, np.float32))))
 
   def target_features(self, targets: Array):
     """LPIPS features of the targets, computed once per batch."""
     if not self.plan.lpips_weight:
-      return jnp.zeros(targets.shape[:1])
+      return jnp.zeros(targets.shape[:1], device=targets.sharding)
     return _features(self.lpips_compute, targets.astype(self.settings.dtype))
 
   def step(self, state, opt_state, keys, targets, target_feats, op_params,
@@ -334,8 +382,8 @@ class Inverter:
     """One optimisation step for the whole batch; returns the new state, Adam
     state, (B,) losses and the (B, H, W, 3) images generated at this step."""
     return _step(self.plan, state, opt_state, keys, targets, target_feats,
-                 op_params, jnp.asarray(step, jnp.int32),
-                 jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
+                 op_params, np.int32(step), np.int32(self.settings.steps),
+                 self.g_compute,
                  self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, op_params,
@@ -343,8 +391,8 @@ class Inverter:
     """`count` steps from step `first` in one dispatch; returns what `step`
     returns, with the losses and images of the last of them."""
     return _steps(self.plan, state, opt_state, keys, targets, target_feats,
-                  op_params, jnp.asarray(first, jnp.int32), jnp.asarray(count, jnp.int32),
-                  jnp.asarray(self.settings.steps, jnp.int32), self.g_compute,
+                  op_params, np.int32(first), np.int32(count),
+                  np.int32(self.settings.steps), self.g_compute,
                   self.lpips_compute)
 
   def estimate(self, state, keys):
@@ -360,22 +408,23 @@ class Inverter:
 
     Args:
       targets: the images or observations (B a multiple of the number of
-        devices).
+        devices; with a mesh over several processes, this process's rows).
       identities: (B,) integers naming the images (seed their random draws).
       on_step: called as on_step(step, losses, images, state, opt_state)
         after every `every` steps and after the last (a checkpoint may copy
         the state; it must not keep it: the next step reuses its buffers).
-      start: (state, opt_state, first step) to continue a checkpointed run.
+      start: (state, opt_state, first step) to continue a checkpointed run
+        (state and Adam state as placed by `init`).
       every: steps per dispatch; the steps in between run on the device.
       op_params: the operator's parameters (default: `operator_params`).
     """
-    targets = self.shard(jnp.asarray(targets, jnp.float32))
+    targets = self.shard(np.asarray(targets, np.float32))
     keys, state, opt_state = self.init(identities)
     if op_params is None:
       op_params = self.operator_params(identities)
     first = 0
     if start is not None:
-      state, opt_state, first = self.shard(start[0]), self.shard(start[1]), start[2]
+      state, opt_state, first = start
     feats = self.target_features(targets)
     losses = image = None
     step, steps = first, self.settings.steps
@@ -388,9 +437,7 @@ class Inverter:
         on_step(step - 1, losses, image, state, opt_state)
     mean, std, wplus_mean, content_mean = self.estimate(state, keys)
     return Result(
-        state=jax.device_get(state), reconstruction=np.asarray(image),
-        mean=np.asarray(mean), std=np.asarray(std),
-        wplus_mean=np.asarray(wplus_mean),
-        content_mean=(np.asarray(content_mean)
-                      if self.settings.method == 'sphinx' else None),
-        losses=np.asarray(losses))
+        state=state, reconstruction=image, mean=mean, std=std,
+        wplus_mean=wplus_mean,
+        content_mean=content_mean if self.settings.method == 'sphinx' else None,
+        losses=losses)

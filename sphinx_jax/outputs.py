@@ -12,6 +12,7 @@ import tempfile
 import time
 from typing import Any, Optional, Sequence
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
@@ -58,12 +59,18 @@ def write_codes(directory: str, tree: dict[str, Any],
                 config_json: dict[str, Any]) -> None:
   """`<directory>/state` (an Orbax checkpoint of `tree`: the optimised
   `state`, `wplus_mean` and, for SPHInX, `content_mean`) and
-  `<directory>/config.json`: the codes `sphinx_jax.edit` reads."""
+  `<directory>/config.json`: the codes `sphinx_jax.edit` reads.
+
+  Under jax.distributed every process must call this with the same `tree`:
+  Orbax saves host arrays with all processes and writes them from process 0,
+  which also writes config.json.
+  """
   path = os.path.abspath(directory)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(os.path.join(path, 'state'), tree, force=True)
   checkpointer.wait_until_finished()
-  write_json(config_json, os.path.join(path, 'config.json'))
+  if jax.process_index() == 0:
+    write_json(config_json, os.path.join(path, 'config.json'))
 
 
 def write_image_results(directory: str, target: np.ndarray,

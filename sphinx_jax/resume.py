@@ -9,8 +9,8 @@ images and the checkpoints of the batch in progress.
   written; a rerun skips those images.
 - `<outdir>/checkpoints/` holds Orbax checkpoints of the batch in progress
   (state, Adam state, step, progress frames), the last few kept.
-In a multi-host run each process has its own manifest and checkpoints
-(suffix `.process<i>`).
+In a multi-host run each process has its own manifest (suffix `.process<i>`);
+the checkpoints are of the global batch, saved by all processes together.
 """
 
 import glob
@@ -40,28 +40,41 @@ def fingerprint(config) -> dict[str, Any]:
   return {'generator': generator, **{k: values[k] for k in RESULT_FIELDS}}
 
 
+def _check_previous(path: str, fp: dict[str, Any]) -> Optional[str]:
+  """Why the run recorded at `path` may not be continued, if it may not."""
+  try:
+    with open(path) as f:
+      previous = json.load(f)
+  except (OSError, ValueError) as e:
+    return f'{path}: unreadable ({e}); use another outdir'
+  changed = [k for k in fp if previous.get(k) != fp[k]]
+  if changed:
+    what = ', '.join(f'{k} {previous.get(k)!r} -> {fp[k]!r}' for k in changed)
+    return (f'{os.path.dirname(path)} holds a run with other settings '
+            f'({what}); use another outdir or the same config')
+  return None
+
+
 def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
-  """Records `fp` in a new outdir, or checks it against an existing one.
+  """Records `fp` in a new outdir, or checks it against an existing one; in
+  a multi-host run, also that every process sees the same outdir.
 
   Returns:
     True when the outdir already held a run with this fingerprint.
   """
   path = os.path.join(outdir, 'run.json')
-  if not os.path.exists(path):
+  existed = os.path.exists(path)
+  # Every process has looked before process 0 writes (gather waits for all).
+  hosts.raise_if_any(_check_previous(path, fp) if existed else None)
+  if not existed and hosts.is_primary():
     os.makedirs(outdir, exist_ok=True)
     outputs.write_json(fp, path)
-    return False
-  try:
-    with open(path) as f:
-      previous = json.load(f)
-  except (OSError, ValueError) as e:
-    raise SphinxError(f'{path}: unreadable ({e}); use another outdir') from None
-  changed = [k for k in fp if previous.get(k) != fp[k]]
-  if changed:
-    what = ', '.join(f'{k} {previous.get(k)!r} -> {fp[k]!r}' for k in changed)
-    raise SphinxError(f'{outdir} holds a run with other settings ({what}); '
-                      'use another outdir or the same config')
-  return True
+  hosts.barrier('claimed')
+  hosts.raise_if_any(
+      None if os.path.exists(path) else
+      f'{outdir}: process {jax.process_index()} does not see the run.json that '
+      'process 0 wrote; outdir must be on storage every process shares')
+  return existed
 
 
 class Manifest:
@@ -93,7 +106,10 @@ class Manifest:
 
 
 class BatchCheckpoints:
-  """Orbax checkpoints of the batch in progress, keyed by the step done."""
+  """Orbax checkpoints of the batch in progress, keyed by the step done.
+
+  The arrays are the batch's, sharded as the inversion has them (in a
+  multi-host run, global arrays that every process saves its rows of)."""
 
   def __init__(self, directory: str, every: int, keep: int = 2):
     self.directory = os.path.abspath(directory)
@@ -105,20 +121,23 @@ class BatchCheckpoints:
     done = step + 1
     return done % self.every == 0 and done < steps
 
-  def save(self, step: int, names: list[str], state, opt_state,
-           frames: np.ndarray) -> None:
-    """Saves after `step` (0-based); the copy to host happens before return."""
-    # Copied now: the next step reuses the state's buffers.
-    tree = {'state': jax.device_get(state),
-            'opt_state': jax.device_get(opt_state), 'frames': frames}
+  def save(self, step: int, names: Any, state, opt_state, frames) -> None:
+    """Saves after `step` (0-based) the batch of images `names` (JSON-able:
+    every process's names), with its progress frames (B, T, H, W, 3)."""
+    # Copies: the next step donates the state's buffers, and Orbax may copy
+    # them to the host after this returns.
+    copy = lambda x: jax.device_put(x, x.sharding, may_alias=False)
+    tree = jax.tree_util.tree_map(
+        copy, {'state': state, 'opt_state': opt_state, 'frames': frames})
     self.manager.save(step, args=ocp.args.Composite(
         arrays=ocp.args.StandardSave(tree),
         meta=ocp.args.JsonSave({'names': names, 'frames': list(frames.shape)})))
 
-  def restore(self, names: list[str], state, opt_state
-              ) -> Optional[tuple[Any, Any, int, np.ndarray]]:
+  def restore(self, names: Any, state, opt_state
+              ) -> Optional[tuple[Any, Any, int, jax.Array]]:
     """(state, opt_state, next step, frames) if the latest checkpoint is of
-    this batch; `state`/`opt_state` give the structure (fresh ones will do)."""
+    the batch `names`; `state`/`opt_state` give the structure and placement
+    (fresh ones will do), and the frames are placed like the state."""
     step = self.manager.latest_step()
     if step is None:
       return None
@@ -127,15 +146,20 @@ class BatchCheckpoints:
     if meta.get('names') != names:
       return None
     abstract = jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         {'state': state, 'opt_state': opt_state})
-    abstract['frames'] = jax.ShapeDtypeStruct(tuple(meta['frames']), np.uint8)
+    abstract['frames'] = jax.ShapeDtypeStruct(
+        tuple(meta['frames']), np.uint8,
+        sharding=jax.tree_util.tree_leaves(state)[0].sharding)
     tree = self.manager.restore(step, args=ocp.args.Composite(
         arrays=ocp.args.StandardRestore(abstract)))['arrays']
-    return tree['state'], tree['opt_state'], step + 1, np.asarray(tree['frames'])
+    return tree['state'], tree['opt_state'], step + 1, tree['frames']
 
   def clear(self) -> None:
     """Drops every checkpoint once the batch's outputs are written."""
     self.manager.wait_until_finished()
     self.manager.close()
-    shutil.rmtree(self.directory, ignore_errors=True)
+    hosts.barrier('checkpoints closed')
+    if hosts.is_primary():
+      shutil.rmtree(self.directory, ignore_errors=True)
+    hosts.barrier('checkpoints cleared')

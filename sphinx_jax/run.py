@@ -51,9 +51,11 @@ def validate(config) -> None:
                       "clean inputs (its measurements are not images)")
 
 
-def _pad(arrays: np.ndarray, size: int) -> np.ndarray:
-  """Repeats the last entry so every batch has the compiled batch size."""
-  return np.concatenate([arrays] + [arrays[-1:]] * (size - len(arrays)))
+def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:
+  """Stacks `rows` and repeats the last (`blank` if there is none) so every
+  batch has the compiled batch size."""
+  filler = rows[-1] if rows else blank
+  return np.stack(list(rows) + [filler] * (size - len(rows)))
 
 
 def _frame(imgs) -> np.ndarray:
@@ -64,15 +66,6 @@ def _frame(imgs) -> np.ndarray:
   size = (outputs.GIF_MAX_SIZE, outputs.GIF_MAX_SIZE)
   return np.stack([np.asarray(Image.fromarray(f).resize(size, Image.LANCZOS))
                    for f in frames])
-
-
-def _save_codes(directory: str, result: invert.Result, i: int,
-                config_json: dict[str, Any]) -> None:
-  tree = {'state': jax.tree_util.tree_map(lambda x: np.asarray(x[i]), result.state),
-          'wplus_mean': result.wplus_mean[i]}
-  if result.content_mean is not None:
-    tree['content_mean'] = result.content_mean[i]
-  outputs.write_codes(os.path.join(directory, 'codes'), tree, config_json)
 
 
 def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
@@ -87,61 +80,68 @@ def _keep_rows(path: str, names: set[str]) -> list[dict[str, str]]:
 
 
 class _Batch:
-  """One batch of loaded images, its observations and what its run collects.
+  """This process's part of one batch: its loaded images, their
+  observations and what its run collects.
 
   `observations` are what the loss compares the operator's output with;
   `refs` what the metrics compare the reconstruction with (and target.png
   shows): the clean `references` image when given, else the clean input, or
   for given observations, their picture (`Inverter.view`); observation.png
-  shows the observations' picture wherever that differs.
+  shows the observations' picture wherever that differs. Rows past the
+  loaded images are padding (a blank image where a process has none).
   """
 
   def __init__(self, loaded, size: int, inverter: invert.Inverter,
-               given: bool):
+               given: bool, load_size: int):
     self.items = [item for item, _, _ in loaded]
     self.names = [item.name for item in self.items]
-    self.ids = _pad(np.array([item.identity for item in self.items]), size)
+    resolution = inverter.g.resolution
+    self.ids = _pad([item.identity for item in self.items], size, np.uint32(0))
     self.op_params = inverter.operator_params(self.ids)
-    inputs = _pad(np.stack([x for _, x, _ in loaded]), size)
+    inputs = _pad([x for _, x, _ in loaded], size,
+                  np.zeros((load_size, load_size, 3), np.float32))
     self.observations = inverter.observe(inputs, self.ids, self.op_params,
                                          given)
     self.views = inverter.view(self.op_params, self.observations)
     fallback = self.views if given else inputs
-    self.refs = _pad(np.stack([fallback[i] if ref is None else ref
-                               for i, (_, _, ref) in enumerate(loaded)]), size)
+    self.refs = _pad([fallback[i] if ref is None else ref
+                      for i, (_, _, ref) in enumerate(loaded)], size,
+                     np.zeros((resolution, resolution, 3), np.float32))
     # observation.png is written where it is not what target.png shows.
     self.show_observation = [inverter.operator.name != 'identity' or
                              ref is not None for _, _, ref in loaded]
     self.frames: list[np.ndarray] = []
 
 
-def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
+def _invert_batch(inverter: invert.Inverter, batch: _Batch, everyone, config,
                   label: str) -> invert.Result:
-  """Runs one batch with progress frames, progress line and checkpoints."""
+  """Runs one batch with progress frames, progress line and checkpoints;
+  `everyone` names the images of every process's part of it."""
   n, steps = len(batch.items), config.steps
   checkpoints = (resume.BatchCheckpoints(
-      os.path.join(config.outdir, f'checkpoints{hosts.suffix()}'),
-      config.checkpoint_every)
+      os.path.join(config.outdir, 'checkpoints'), config.checkpoint_every)
                  if config.checkpoint_every else None)
   start = None
   if checkpoints is not None:
     _, state, opt_state = inverter.init(batch.ids)
-    restored = checkpoints.restore(batch.names, state, opt_state)
+    restored = checkpoints.restore(everyone, state, opt_state)
     if restored is not None:
       state, opt_state, first, frames = restored
       start = (state, opt_state, first)
-      batch.frames = list(frames.transpose(1, 0, 2, 3, 4))
-      print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
-            f'after step {first}', file=sys.stderr)
+      batch.frames = list(inverter.local(frames).transpose(1, 0, 2, 3, 4))
+      if n:
+        print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
+              f'after step {first}', file=sys.stderr)
   progress = outputs.Progress(label, steps, n)
 
   def on_step(step, losses, imgs, state, opt_state):
     if (step + 1) % config.save_every == 0 or step == steps - 1:
-      batch.frames.append(_frame(imgs[:n]))
-    progress.update(step, losses[:n])
+      batch.frames.append(_frame(inverter.local(imgs)))
+    if n:
+      progress.update(step, inverter.local(losses)[:n])
     if checkpoints is not None and checkpoints.due(step, steps):
-      checkpoints.save(step, batch.names, state, opt_state,
-                       np.stack(batch.frames, axis=1))
+      checkpoints.save(step, everyone, state, opt_state,
+                       inverter.shard(np.stack(batch.frames, axis=1)))
 
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(config.steps_per_dispatch, config.save_every,
@@ -153,28 +153,52 @@ def _invert_batch(inverter: invert.Inverter, batch: _Batch, config,
   return result
 
 
+def _write_codes(batch: _Batch, result: invert.Result, inverter, config,
+                 config_json, finite: list[bool]) -> None:
+  """Every finished image's codes (`<outdir>/<image>/codes`), every
+  process's: all processes take part in each save, and Orbax writes the
+  files from process 0."""
+  codes = {'state': result.state, 'wplus_mean': result.wplus_mean}
+  if result.content_mean is not None:
+    codes['content_mean'] = result.content_mean
+  size = len(batch.ids)
+  parts = hosts.gather([[item.name, item.path, ok]
+                        for item, ok in zip(batch.items, finite)])
+  for p, part in enumerate(parts):
+    for i, (name, path, ok) in enumerate(part):
+      if ok:
+        outputs.write_codes(os.path.join(config.outdir, name, 'codes'),
+                            inverter.row(codes, p * size + i),
+                            {**config_json, 'image': path})
+
+
 def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
                    config_json, table, manifest, seconds, evaluate
                    ) -> tuple[list[dict[str, Any]], list[str]]:
-  """Writes each finished image; returns its metrics rows and failures."""
-  scores = jax.device_get(evaluate(inverter.lpips_params, result.reconstruction,
-                                   batch.refs))
-  scores_mean = jax.device_get(evaluate(inverter.lpips_params, result.mean,
-                                        batch.refs))
+  """Writes each finished image of this process (and takes part in writing
+  every process's codes); returns its metrics rows and failures."""
+  refs = inverter.shard(batch.refs)
+  scores = inverter.local(evaluate(inverter.lpips_params,
+                                   result.reconstruction, refs))
+  scores_mean = inverter.local(evaluate(inverter.lpips_params, result.mean,
+                                        refs))
+  losses, reconstruction, mean, std = inverter.local(
+      (result.losses, result.reconstruction, result.mean, result.std))
+  finite = [bool(np.isfinite(losses[i]) and np.isfinite(reconstruction[i]).all())
+            for i in range(len(batch.items))]
+  _write_codes(batch, result, inverter, config, config_json, finite)
   rows, failed = [], []
   for i, item in enumerate(batch.items):
-    if not (np.isfinite(result.losses[i]) and
-            np.isfinite(result.reconstruction[i]).all()):
+    if not finite[i]:
       print(f'failed {item.path}: the loss became NaN or infinite; no outputs '
             'written (try a lower lr)', file=sys.stderr)
       failed.append(item.name)
       continue
     directory = os.path.join(config.outdir, item.name)
     outputs.write_image_results(
-        directory, batch.refs[i], result.reconstruction[i], result.mean[i],
-        result.std[i], [f[i] for f in batch.frames],
+        directory, batch.refs[i], reconstruction[i], mean[i], std[i],
+        [f[i] for f in batch.frames],
         batch.views[i] if batch.show_observation[i] else None)
-    _save_codes(directory, result, i, {**config_json, 'image': item.path})
     row = {'image': item.name, 'method': config.method, 'steps': config.steps,
            'seconds': seconds,
            **{k: float(v[i]) for k, v in scores.items()},
@@ -224,28 +248,33 @@ def run(config) -> int:
           f'{len(items)} images{hosts.suffix() and " of this process"} already '
           'finished', file=sys.stderr)
 
-  devices = jax.local_devices()
-  mesh = invert.batch_mesh(devices) if len(devices) > 1 else None
-  inverter = invert.Inverter(g, invert.Settings.from_config(config), mesh)
+  inverter = invert.Inverter(g, invert.Settings.from_config(config),
+                             invert.batch_mesh(hosts.devices()))
   size = inverter.padded_batch_size(config.batch_size)
   table = outputs.MetricsTable(metrics_path)
   config_json = {**config.to_dict(), 'lr_used': inverter.lr}
-  outputs.write_json(config_json, os.path.join(config.outdir, 'config.json'))
+  if hosts.is_primary():
+    outputs.write_json(config_json, os.path.join(config.outdir, 'config.json'))
   evaluate = jax.jit(metrics.evaluate)
 
   rows, problems = [], []
   groups = [todo[i:i + config.batch_size]
             for i in range(0, len(todo), config.batch_size)]
-  for b, group in enumerate(groups):
+  # Processes step together: each runs as many batches as the busiest one,
+  # padding where it has run out of images.
+  count = max(hosts.gather(len(groups)))
+  for b in range(count):
+    group = groups[b] if b < len(groups) else []
     loaded, skipped = _load_batch(group, g.resolution, load_size, references)
     problems += skipped
-    if not loaded:
+    everyone = hosts.gather([item.name for item, _, _ in loaded])
+    if not any(everyone):
       continue
-    batch = _Batch(loaded, size, inverter, given)
+    batch = _Batch(loaded, size, inverter, given, load_size)
     start = time.perf_counter()
-    result = _invert_batch(inverter, batch, config,
-                           f'[batch {b + 1}/{len(groups)}]')
-    seconds = (time.perf_counter() - start) / len(batch.items)
+    result = _invert_batch(inverter, batch, everyone, config,
+                           f'[batch {b + 1}/{count}]')
+    seconds = (time.perf_counter() - start) / max(len(batch.items), 1)
     new_rows, failed = _write_outputs(batch, result, inverter, config,
                                       config_json, table, manifest, seconds,
                                       evaluate)
@@ -253,12 +282,15 @@ def run(config) -> int:
     problems += failed
   rows = [{**r, **{k: float(r[k]) for k in outputs.METRICS_COLUMNS[3:]}}
           for r in done_rows] + rows
-  hosts.merge_metrics(config.outdir, [item.name for item in all_items])
+  hosts.merge_metrics(config.outdir, [item.name for item in all_items],
+                      manifest.finished())
   if rows:
     print(outputs.format_table(rows))
-  if problems:
-    print(f'{len(problems)} of {len(items)} images skipped or failed (see '
-          'above)', file=sys.stderr)
+  total = sum(hosts.gather(len(problems)))
+  if total:
+    others = ' and the other processes\' logs' if hosts.suffix() else ''
+    print(f'{total} of {len(all_items)} images skipped or failed (see above'
+          f'{others})', file=sys.stderr)
     return 1
   return 0
 

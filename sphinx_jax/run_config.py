@@ -39,10 +39,13 @@ def base() -> config_dict.ConfigDict:
   c.operator.box = 0.4  # inpaint: side of the random hole / resolution
   c.operator.factor = 4  # sr: down-sampling factor
   c.operator.kernel = 'area'  # sr: 'area' or 'bicubic'
-  # Multi-host runs (README, "Several devices and hosts").
+  # Multi-host runs under jax.distributed (README, "Several hosts"); unset
+  # fields come from the environment (JAX_COORDINATOR_ADDRESS, Slurm, ...).
   c.distributed = config_dict.ConfigDict()
-  c.distributed.num_processes = 0  # 0: from the launcher's environment, else 1
-  c.distributed.process_id = 0
+  c.distributed.coordinator_address = ''  # host:port of process 0
+  c.distributed.num_processes = config_dict.placeholder(int)  # 1: one process
+  c.distributed.process_id = config_dict.placeholder(int)
+  c.distributed.initialization_timeout = 300  # seconds to wait for the others
   return c
 
 

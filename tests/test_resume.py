@@ -106,17 +106,23 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, converted, inputs,
   assert not (tmp_path / 'out' / 'checkpoints').exists()
 
 
+def _wait_for_checkpoint(out, procs):
+  """Returns once a checkpoint is committed in `out` (or a process ended)."""
+  deadline = time.time() + 240
+  ckpt = out / 'checkpoints'
+  while time.time() < deadline and all(p.poll() is None for p in procs):
+    if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
+      return
+    time.sleep(0.05)
+  raise AssertionError(f'no checkpoint in {ckpt}')
+
+
 def test_sigkill_then_rerun_resumes(tmp_path, converted, inputs, reference):
   out = tmp_path / 'out'
   args = _cli_args(converted['zip'], inputs, out)
   proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=os.environ.copy(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    ckpt = out / 'checkpoints'
-    if ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir()):
-      break
-    time.sleep(0.05)
+  _wait_for_checkpoint(out, [proc])
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   result = run_cli(*args)
@@ -180,6 +186,24 @@ def test_nan_image_fails_alone(tmp_path, converted, inputs, monkeypatch, capsys)
   assert not (out / 'cameraman').exists()
 
 
+def _assert_close_results(a, b):
+  """`b` holds every image of `a`, equal to rounding: other per-device
+  programs (several devices or processes) round differently, and 12 Adam
+  steps amplify that to ~1e-4 of the codes' scale (a sharding bug would be
+  O(1))."""
+  for name in NAMES:
+    for f in ('reconstruction.png', 'mean.png', 'std.png', 'target.png',
+              'progress.gif', 'codes/config.json'):
+      assert (b / name / f).exists(), (name, f)
+    ca, cb = _codes(a, name), _codes(b, name)
+    assert rel_err(cb['wplus_mean'], ca['wplus_mean']) < 1e-3, name
+  rows_a = {r['image']: r for r in csv.DictReader(open(a / 'metrics.csv'))}
+  rows_b = list(csv.DictReader(open(b / 'metrics.csv')))
+  assert [r['image'] for r in rows_b] == NAMES
+  for r in rows_b:
+    assert abs(float(rows_a[r['image']]['psnr']) - float(r['psnr'])) < 1e-2
+
+
 def test_four_devices_match_one(tmp_path, converted, inputs, reference):
   """batch_size 3 on 4 devices: padded to 4, sharded, same results."""
   out = tmp_path / 'out'
@@ -191,82 +215,122 @@ def test_four_devices_match_one(tmp_path, converted, inputs, reference):
   flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
   result = run_cli('-c', code, env={'XLA_FLAGS': flags})
   assert result.returncode == 0, result.stderr
-  # Other batch sizes per device round differently; 12 Adam steps amplify
-  # that to ~1e-4 of the codes' scale (a sharding bug would be O(1)).
-  for name in NAMES:
-    a, b = _codes(reference, name), _codes(out, name)
-    assert rel_err(b['wplus_mean'], a['wplus_mean']) < 1e-3, name
-  rows_a = {r['image']: r for r in csv.DictReader(open(reference / 'metrics.csv'))}
-  rows_b = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
-  for name in NAMES:
-    assert abs(float(rows_a[name]['psnr']) - float(rows_b[name]['psnr'])) < 1e-2
+  _assert_close_results(reference, out)
 
 
-def test_two_processes_equal_one(tmp_path, converted, inputs, reference):
-  out = tmp_path / 'out'
-  args = _cli_args(converted['zip'], inputs, out, '--config.distributed.num_processes=2')
-  procs = [subprocess.Popen([sys.executable, *args, f'--config.distributed.process_id={i}'],
-                            cwd=REPO, env=os.environ.copy(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-           for i in (0, 1)]
-  results = [p.communicate(timeout=300) for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], results
-  # Process 0 took astronaut and cat, process 1 cameraman; all merged.
-  assert resume.Manifest(str(out)).finished() == set(NAMES)
-  assert {p.name for p in out.glob('manifest*.jsonl')} == {
-      'manifest.process0.jsonl', 'manifest.process1.jsonl'}
-  _assert_same_results(reference, out)
-  assert [r['image'] for r in csv.DictReader(open(out / 'metrics.csv'))] == NAMES
-
-
-def test_process_share_from_config_or_launcher_environment(monkeypatch):
-  from ml_collections import config_dict
-  from sphinx_jax import hosts
-  from sphinx_jax.errors import SphinxError
-  cfg = config_dict.ConfigDict({'num_processes': 0, 'process_id': 0})
-  for var in ('JAX_PROCESS_ID', 'JAX_NUM_PROCESSES', 'SLURM_PROCID', 'SLURM_NTASKS',
-              'OMPI_COMM_WORLD_RANK', 'OMPI_COMM_WORLD_SIZE'):
-    monkeypatch.delenv(var, raising=False)
-  try:
-    assert hosts.initialize(cfg) == (0, 1) and hosts.suffix() == ''
-    monkeypatch.setenv('SLURM_PROCID', '2')
-    monkeypatch.setenv('SLURM_NTASKS', '3')
-    assert hosts.initialize(cfg) == (2, 3) and hosts.suffix() == '.process2'
-    assert hosts.share(list('abcdefg')) == ['c', 'f']
-    cfg.update({'num_processes': 2, 'process_id': 1})  # the config wins
-    assert hosts.initialize(cfg) == (1, 2)
-    cfg.update({'process_id': 2})
-    with pytest.raises(SphinxError, match='process index 2'):
-      hosts.initialize(cfg)
-  finally:
-    hosts.initialize(config_dict.ConfigDict({'num_processes': 1, 'process_id': 0}))
-
-
-def test_a_jax_distributed_runtime_is_refused_before_any_work(tmp_path,
-                                                               converted,
-                                                               inputs):
-  """Two processes under jax.distributed (coordinator on 127.0.0.1): Orbax
-  would write only process 0's arrays, so neither may start."""
+def _free_port() -> int:
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
-    port = s.getsockname()[1]
+    return s.getsockname()[1]
+
+
+def _start_processes(args, envs, extra=()):
+  """One `python *args *extra[i]` per entry of `envs`, from the repo root."""
+  return [subprocess.Popen([sys.executable, *args, *(extra[i] if extra else ())],
+                           cwd=REPO, env={**os.environ, **env}, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+          for i, env in enumerate(envs)]
+
+
+def test_two_processes_killed_and_rerun_equal_one(tmp_path, converted, inputs,
+                                                  reference):
+  """jax.distributed, coordinator on 127.0.0.1: started from the environment,
+  SIGKILLed after the first global checkpoint, rerun from config flags."""
+  # Sorted, every other file: process 0 gets astronaut, cameraman and cat;
+  # process 1 only broken files, so it steps along on padding.
+  (inputs / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
+  (inputs / 'car_empty.png').write_bytes(b'')
   out = tmp_path / 'out'
-  script = (
-      'import sys, jax; from sphinx_jax import cli, run; '
-      f'jax.distributed.initialize("127.0.0.1:{port}", 2, int(sys.argv[1])); '
-      "sys.argv = sys.argv[:1] + sys.argv[2:]; "
-      "cli.run(run.run, 'configs/invert.py')")
-  args = _cli_args(converted['zip'], inputs, out)[2:]  # the flags alone
-  procs = [subprocess.Popen([sys.executable, '-c', script, str(i), *args],
-                            cwd=REPO, env=os.environ.copy(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-           for i in (0, 1)]
-  results = [p.communicate(timeout=300) for p in procs]
-  for p, (_, err) in zip(procs, results):
+  args = _cli_args(converted['zip'], inputs, out)
+  address = f'127.0.0.1:{_free_port()}'
+  procs = _start_processes(args, [
+      {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
+       'JAX_PROCESS_ID': str(i)} for i in (0, 1)])
+  _wait_for_checkpoint(out, procs)
+  for p in procs:
+    p.kill()
+    p.wait()
+  assert not (out / 'astronaut').exists()
+
+  address = f'127.0.0.1:{_free_port()}'
+  procs = _start_processes(args, [{}, {}], [
+      ['--config.distributed.num_processes=2',
+       f'--config.distributed.coordinator_address={address}',
+       f'--config.distributed.process_id={i}'] for i in (0, 1)])
+  (_, err0), (_, err1) = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [1, 1], (err0, err1)
+  assert 'resuming astronaut, cameraman from the checkpoint after step' in err0
+  assert f'skipped {inputs}' not in err0
+  assert f'skipped {inputs / "broken.png"}: ' in err1
+  assert f'skipped {inputs / "car_empty.png"}: ' in err1
+  for err in (err0, err1):
+    assert ("2 of 5 images skipped or failed (see above and the other "
+            "processes' logs)") in err and 'Traceback' not in err
+  assert resume.Manifest(str(out)).finished() == set(NAMES)
+  assert {p.name for p in out.glob('manifest*.jsonl')} == {'manifest.process0.jsonl'}
+  assert {p.name for p in out.glob('metrics*.csv')} == {
+      'metrics.csv', 'metrics.process0.csv', 'metrics.process1.csv'}
+  assert not (out / 'checkpoints').exists()
+  _assert_close_results(reference, out)
+
+
+def test_processes_that_do_not_share_the_outdir_both_stop(tmp_path, converted,
+                                                          inputs):
+  address = f'127.0.0.1:{_free_port()}'
+  procs = _start_processes(
+      _cli_args(converted['zip'], inputs, tmp_path / 'unused'), [{}, {}],
+      [['--config.distributed.num_processes=2',
+        f'--config.distributed.coordinator_address={address}',
+        f'--config.distributed.process_id={i}',
+        f'--config.outdir={tmp_path / f"out{i}"}'] for i in (0, 1)])
+  for p, (_, err) in zip(procs, [p.communicate(timeout=300) for p in procs]):
     assert p.returncode == 1, err
     assert err.strip().splitlines()[-1] == (
-        'error: this JAX runtime spans 2 processes (jax.distributed or a '
-        'multi-host TPU slice), where Orbax saves host data from process 0 '
-        "only and the other processes' outputs would be lost; start one "
-        'independent process per host instead (README, "Several hosts")')
-  assert not out.exists()
+        f'error: {tmp_path / "out1"}: process 1 does not see the run.json that '
+        'process 0 wrote; outdir must be on storage every process shares')
+    assert 'Traceback' not in err
+  assert not (tmp_path / 'out1' / 'run.json').exists()
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--config.distributed.num_processes=2', '--config.distributed.process_id=2'],
+     'error: config.distributed.process_id = 2: must be in [0, num_processes) '
+     '(or unset)'),
+    (['--config.distributed.num_processes=2', '--config.distributed.process_id=1',
+      '--config.distributed.coordinator_address=127.0.0.1:{port}',
+      '--config.distributed.initialization_timeout=1'],
+     'error: cannot reach the jax.distributed coordinator 127.0.0.1:{port} '
+     '(process 0) within 1 s: Connection refused'),
+])
+def test_bad_distributed_setup_is_one_line(tmp_path, converted, inputs, flags,
+                                           message):
+  port = _free_port()
+  result = run_cli(*_cli_args(converted['zip'], inputs, tmp_path / 'out'),
+                   *[f.format(port=port) for f in flags])
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [message.format(port=port)]
+  assert not (tmp_path / 'out').exists()
+
+
+def test_distributed_setup_from_config_or_environment():
+  from sphinx_jax import hosts
+  from sphinx_jax.errors import SphinxError
+  cfg = load_config('invert').distributed
+  assert hosts.distributed_args(cfg, {}) is None
+  assert hosts.distributed_args(cfg, {'SLURM_NTASKS': '1'}) is None
+  # Launchers JAX detects itself: it fills in every value.
+  for env in ({'SLURM_NTASKS': '4'}, {'OMPI_COMM_WORLD_SIZE': '2'},
+              {'TPU_WORKER_HOSTNAMES': 'worker-0,worker-1'}):
+    assert hosts.distributed_args(cfg, env) == {}
+  env = {'JAX_COORDINATOR_ADDRESS': 'head.example:1234', 'JAX_NUM_PROCESSES': '2',
+         'JAX_PROCESS_ID': '1', 'SLURM_NTASKS': '4'}
+  assert hosts.distributed_args(cfg, env) == dict(
+      coordinator_address='head.example:1234', num_processes=2, process_id=1)
+  with pytest.raises(SphinxError, match="JAX_PROCESS_ID='one': must be an integer"):
+    hosts.distributed_args(cfg, {**env, 'JAX_PROCESS_ID': 'one'})
+  cfg.update({'coordinator_address': 'other.example:99', 'num_processes': 3,
+              'process_id': 2})  # the config wins
+  assert hosts.distributed_args(cfg, env) == dict(
+      coordinator_address='other.example:99', num_processes=3, process_id=2)
+  cfg.update({'coordinator_address': '', 'num_processes': 1, 'process_id': 0})
+  assert hosts.distributed_args(cfg, env) is None  # one process, explicitly

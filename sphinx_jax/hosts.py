@@ -169,11 +169,7 @@ def merge_metrics(outdir: str, order: Sequence[str], finished: set[str]
                   ) -> None:
   """metrics.csv := the rows of the finished images from every process's
   metrics file (those of earlier runs, with other process counts, too) and
-  from metrics.csv itself, in input order; by process 0 once every process
-  has finished."""
-  barrier('finished')
-  if jax.process_count() == 1 or not is_primary():
-    return
+  from metrics.csv itself, in input order."""
   merged = os.path.join(outdir, 'metrics.csv')
   rows = {}
   for path in [merged] + sorted(glob.glob(os.path.join(outdir,

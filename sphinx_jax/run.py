@@ -282,8 +282,10 @@ def run(config) -> int:
     problems += failed
   rows = [{**r, **{k: float(r[k]) for k in outputs.METRICS_COLUMNS[3:]}}
           for r in done_rows] + rows
-  hosts.merge_metrics(config.outdir, [item.name for item in all_items],
-                      manifest.finished())
+  hosts.barrier('finished')  # every process's manifest is complete
+  if hosts.suffix() and hosts.is_primary():
+    hosts.merge_metrics(config.outdir, [item.name for item in all_items],
+                        manifest.finished())
   if rows:
     print(outputs.format_table(rows))
   total = sum(hosts.gather(len(problems)))

@@ -236,12 +236,13 @@ def test_two_processes_killed_and_rerun_equal_one(tmp_path, converted, inputs,
                                                   reference):
   """jax.distributed, coordinator on 127.0.0.1: started from the environment,
   SIGKILLed after the first global checkpoint, rerun from config flags."""
-  # Sorted, every other file: process 0 gets astronaut, cameraman and cat;
-  # process 1 only broken files, so it steps along on padding.
+  # Sorted, every other file: process 0 gets astronaut and cameraman,
+  # process 1 the broken file and cat. One image a batch: in the first,
+  # process 1 (its file skipped) steps along on padding; in the second, both
+  # invert an image.
   (inputs / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n' + bytes(64))
-  (inputs / 'car_empty.png').write_bytes(b'')
   out = tmp_path / 'out'
-  args = _cli_args(converted['zip'], inputs, out)
+  args = _cli_args(converted['zip'], inputs, out, '--config.batch_size=1')
   address = f'127.0.0.1:{_free_port()}'
   procs = _start_processes(args, [
       {'JAX_COORDINATOR_ADDRESS': address, 'JAX_NUM_PROCESSES': '2',
@@ -259,15 +260,16 @@ def test_two_processes_killed_and_rerun_equal_one(tmp_path, converted, inputs,
        f'--config.distributed.process_id={i}'] for i in (0, 1)])
   (_, err0), (_, err1) = [p.communicate(timeout=300) for p in procs]
   assert [p.returncode for p in procs] == [1, 1], (err0, err1)
-  assert 'resuming astronaut, cameraman from the checkpoint after step' in err0
+  assert '[batch 1/2] resuming astronaut from the checkpoint after step' in err0
   assert f'skipped {inputs}' not in err0
   assert f'skipped {inputs / "broken.png"}: ' in err1
-  assert f'skipped {inputs / "car_empty.png"}: ' in err1
   for err in (err0, err1):
-    assert ("2 of 5 images skipped or failed (see above and the other "
+    assert ("1 of 4 images skipped or failed (see above and the other "
             "processes' logs)") in err and 'Traceback' not in err
-  assert resume.Manifest(str(out)).finished() == set(NAMES)
-  assert {p.name for p in out.glob('manifest*.jsonl')} == {'manifest.process0.jsonl'}
+  manifests = {p.name: p.read_text() for p in out.glob('manifest*.jsonl')}
+  assert manifests == {
+      'manifest.process0.jsonl': '{"image": "astronaut"}\n{"image": "cameraman"}\n',
+      'manifest.process1.jsonl': '{"image": "cat"}\n'}
   assert {p.name for p in out.glob('metrics*.csv')} == {
       'metrics.csv', 'metrics.process0.csv', 'metrics.process1.csv'}
   assert not (out / 'checkpoints').exists()

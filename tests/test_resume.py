@@ -276,6 +276,26 @@ def test_two_processes_killed_and_rerun_equal_one(tmp_path, converted, inputs,
   _assert_close_results(reference, out)
 
 
+@pytest.mark.slow
+def test_two_processes_of_two_devices_equal_one(tmp_path, converted, inputs,
+                                                reference):
+  """batch_size 3 per process, padded to its 2 devices: a global batch of 8
+  rows on 4 devices, process 1's first row a skipped file's padding."""
+  (inputs / 'broken.png').write_bytes(b'')
+  out = tmp_path / 'out'
+  address = f'127.0.0.1:{_free_port()}'
+  flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2'
+  procs = _start_processes(
+      _cli_args(converted['zip'], inputs, out, '--config.batch_size=3'),
+      [{'XLA_FLAGS': flags}] * 2,
+      [['--config.distributed.num_processes=2',
+        f'--config.distributed.coordinator_address={address}',
+        f'--config.distributed.process_id={i}'] for i in (0, 1)])
+  results = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [1, 1], results
+  _assert_close_results(reference, out)
+
+
 def test_processes_that_do_not_share_the_outdir_both_stop(tmp_path, converted,
                                                           inputs):
   address = f'127.0.0.1:{_free_port()}'

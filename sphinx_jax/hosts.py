@@ -30,9 +30,9 @@ from sphinx_jax import outputs
 from sphinx_jax.errors import SphinxError, check_fields
 
 T = TypeVar('T')
-# Launchers whose jobs JAX's own cluster detection can set up, with the
-# variable that holds their number of processes.
-_LAUNCHERS = (('Slurm', 'SLURM_NTASKS'), ('Open MPI', 'OMPI_COMM_WORLD_SIZE'))
+# Where launchers whose jobs JAX's cluster detection sets up (Slurm, Open MPI)
+# put the number of processes.
+_LAUNCHER_SIZES = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
@@ -73,7 +73,7 @@ def distributed_args(cfg, environ: Mapping[str, str]) -> Optional[dict[str, Any]
     return dict(coordinator_address=environ['JAX_COORDINATOR_ADDRESS'],
                 num_processes=_env_int(environ, 'JAX_NUM_PROCESSES'),
                 process_id=_env_int(environ, 'JAX_PROCESS_ID'))
-  for _, size_var in _LAUNCHERS:
+  for size_var in _LAUNCHER_SIZES:
     if (_env_int(environ, size_var) or 1) > 1:
       return {}
   if ',' in environ.get('TPU_WORKER_HOSTNAMES', ''):

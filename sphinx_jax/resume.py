@@ -25,7 +25,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from sphinx_jax import hosts, outputs
-from sphinx_jax.errors import SphinxError
 
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',

@@ -106,7 +106,8 @@ def initialize(cfg) -> None:
   args = distributed_args(cfg, os.environ)
   if args is None or jax.distributed.is_initialized():
     return
-  if args.get('coordinator_address') and args.get('process_id'):
+  # Process 0 hosts the coordinator; only the others can check for it.
+  if args.get('coordinator_address') and (args.get('process_id') or 0) > 0:
     _wait_for_coordinator(args['coordinator_address'],
                           cfg.initialization_timeout)
   try:

@@ -383,8 +383,7 @@ class Inverter:
     state, (B,) losses and the (B, H, W, 3) images generated at this step."""
     return _step(self.plan, state, opt_state, keys, targets, target_feats,
                  op_params, np.int32(step), np.int32(self.settings.steps),
-                 self.g_compute,
-                 self.lpips_compute)
+                 self.g_compute, self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, op_params,
             first: int, count: int):

@@ -15,7 +15,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sphinx_jax import data, digits_score, images
+from sphinx_jax.files import inputs, images
+from sphinx_jax.training import digits_score
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SIZE = 32
@@ -58,7 +59,7 @@ def main() -> None:
     _save(_shape(kind), os.path.join(HERE, 'out_of_domain', f'{kind}.png'))
   samples = os.path.join(HERE, '..', 'samples')
   for name in ('cameraman.png', 'astronaut.jpg'):
-    photo = data.load_image(os.path.join(samples, name), SIZE)
+    photo = inputs.load_image(os.path.join(samples, name), SIZE)
     out = os.path.join(HERE, 'out_of_domain', f'photo_{name.split(".")[0]}.png')
     Image.fromarray(images.to_uint8(photo)).save(out)
 

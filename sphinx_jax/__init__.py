@@ -1,8 +1,8 @@
 """sphinx_jax: SPHInX StyleGAN2 inversion in JAX/Flax."""
 
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import Generator, load_generator
-from sphinx_jax.stylegan2 import Architecture
+from sphinx_jax.models.generator import Generator, load_generator
+from sphinx_jax.models.stylegan2 import Architecture
 
 __all__ = ['Architecture', 'Generator', 'SphinxError', 'load_generator']
 __version__ = '0.1.0'

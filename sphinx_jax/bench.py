@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax import invert, methods
+from sphinx_jax.inversion import engine, methods
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import Generator, load_generator
-from sphinx_jax.stylegan2 import Architecture, StyleGAN2
+from sphinx_jax.models.generator import Generator, load_generator
+from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 
 
 def config_f(resolution: int) -> Architecture:
@@ -50,10 +50,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
           warmup: int = 2, dtype: str = 'float32', remat: bool = False) -> dict:
-  settings = invert.Settings(method=method, steps=steps + warmup,
+  settings = engine.Settings(method=method, steps=steps + warmup,
                              lpips_weight=1.5 if use_lpips else 0.0,
                              lpips_min_resolution=0, dtype=dtype, remat=remat)
-  inv = invert.Inverter(g, settings)
+  inv = engine.Inverter(g, settings)
   targets = jax.random.uniform(jax.random.key(1), (batch, g.resolution,
                                                    g.resolution, 3), minval=-1)
   keys, state, opt_state = inv.init(np.arange(batch))
@@ -62,7 +62,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   args = (inv.plan, state, opt_state, keys, targets, feats, op_params,
           jnp.int32(0),
           jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
-  compiled = invert._step.lower(*args).compile()  # pylint: disable=protected-access
+  compiled = engine._step.lower(*args).compile()  # pylint: disable=protected-access
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', 0.0)) if cost else 0.0

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from sphinx_jax import cli, images, outputs, run
+from sphinx_jax import cli, run
+from sphinx_jax.files import images, outputs
 from sphinx_jax.errors import SphinxError
 
 CELL = 96  # pixels per image in comparison.png (nearest-neighbour enlarged)

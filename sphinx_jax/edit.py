@@ -28,9 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sphinx_jax import attribute, cli, data, images, methods, outputs
+from sphinx_jax.inversion import attribute, methods
+from sphinx_jax import cli
+from sphinx_jax.files import inputs, images, outputs
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.generator import Generator, check_tree, load_generator
+from sphinx_jax.models.generator import Generator, check_tree, load_generator
 
 MODES = ('direction', 'interpolate', 'learn')
 Frame = tuple[np.ndarray, list[np.ndarray], np.ndarray]  # W+, noise, content
@@ -385,7 +387,7 @@ def learn_targets(config, g: Generator) -> tuple[list[float], np.ndarray]:
     raise SphinxError(f'config.levels = {config.levels!r}: must list at least '
                       f'two levels, the first the identity ({identity:g} for '
                       f'{config.transform})')
-  image = data.load_image(config.image, g.resolution)
+  image = inputs.load_image(config.image, g.resolution)
   return levels, np.stack([attribute.transform(image, config.transform, a)
                            for a in levels])
 

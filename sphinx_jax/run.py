@@ -16,10 +16,12 @@ import jax
 import numpy as np
 from PIL import Image
 
-from sphinx_jax import (cli, data, hosts, images, invert, methods, metrics,
-                        operators, outputs, resume)
+from sphinx_jax import cli
+from sphinx_jax.files import inputs, images, outputs
+from sphinx_jax.runtime import hosts, resume
+from sphinx_jax.inversion import engine, methods, metrics, operators
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.generator import load_generator
+from sphinx_jax.models.generator import load_generator
 
 
 def validate(config) -> None:
@@ -91,7 +93,7 @@ class _Batch:
   loaded images are padding (a blank image where a process has none).
   """
 
-  def __init__(self, loaded, size: int, inverter: invert.Inverter,
+  def __init__(self, loaded, size: int, inverter: engine.Inverter,
                given: bool, load_size: int):
     self.items = [item for item, _, _ in loaded]
     self.names = [item.name for item in self.items]
@@ -113,8 +115,8 @@ class _Batch:
     self.frames: list[np.ndarray] = []
 
 
-def _invert_batch(inverter: invert.Inverter, batch: _Batch, everyone, config,
-                  label: str) -> invert.Result:
+def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone, config,
+                  label: str) -> engine.Result:
   """Runs one batch with progress frames, progress line and checkpoints;
   `everyone` names the images of every process's part of it."""
   n, steps = len(batch.items), config.steps
@@ -153,7 +155,7 @@ def _invert_batch(inverter: invert.Inverter, batch: _Batch, everyone, config,
   return result
 
 
-def _write_codes(batch: _Batch, result: invert.Result, inverter, config,
+def _write_codes(batch: _Batch, result: engine.Result, inverter, config,
                  config_json, finite: list[bool]) -> None:
   """Every finished image's codes (`<outdir>/<image>/codes`), every
   process's: all processes take part in each save, and Orbax writes the
@@ -172,7 +174,7 @@ def _write_codes(batch: _Batch, result: invert.Result, inverter, config,
                             {**config_json, 'image': path})
 
 
-def _write_outputs(batch: _Batch, result: invert.Result, inverter, config,
+def _write_outputs(batch: _Batch, result: engine.Result, inverter, config,
                    config_json, table, manifest, seconds, evaluate
                    ) -> tuple[list[dict[str, Any]], list[str]]:
   """Writes each finished image of this process (and takes part in writing
@@ -215,8 +217,8 @@ def _load_batch(batch, resolution, load_size, references):
   loaded, skipped = [], []
   for item in batch:
     try:
-      image = data.load_image(item.path, load_size)
-      ref = (data.load_image(references[item.name].path, resolution)
+      image = inputs.load_image(item.path, load_size)
+      ref = (inputs.load_image(references[item.name].path, resolution)
              if item.name in references else None)
       loaded.append((item, image, ref))
     except SphinxError as e:
@@ -233,9 +235,9 @@ def run(config) -> int:
   operator = operators.from_config(config.operator, g.resolution)
   given = config.observation == 'given'
   load_size = operator.load_size(g.resolution) if given else g.resolution
-  all_items = data.discover(config.inputs)
+  all_items = inputs.discover(config.inputs)
   items = hosts.share(all_items)
-  references = ({r.name: r for r in data.discover(config.references)}
+  references = ({r.name: r for r in inputs.discover(config.references)}
                 if config.references else {})
   resumed = resume.claim_outdir(config.outdir, resume.fingerprint(config))
   manifest = resume.Manifest(config.outdir)
@@ -248,8 +250,8 @@ def run(config) -> int:
           f'{len(items)} images{hosts.suffix() and " of this process"} already '
           'finished', file=sys.stderr)
 
-  inverter = invert.Inverter(g, invert.Settings.from_config(config),
-                             invert.batch_mesh(hosts.devices()))
+  inverter = engine.Inverter(g, engine.Settings.from_config(config),
+                             engine.batch_mesh(hosts.devices()))
   size = inverter.padded_batch_size(config.batch_size)
   table = outputs.MetricsTable(metrics_path)
   config_json = {**config.to_dict(), 'lr_used': inverter.lr}

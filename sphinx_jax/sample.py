@@ -7,8 +7,9 @@
 from absl import flags
 import jax
 
-from sphinx_jax import cli, images
-from sphinx_jax.generator import Generator, load_generator
+from sphinx_jax import cli
+from sphinx_jax.files import images
+from sphinx_jax.models.generator import Generator, load_generator
 
 _GENERATOR = flags.DEFINE_string('generator', None, 'converted generator directory',
                                  required=True)

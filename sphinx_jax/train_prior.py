@@ -30,11 +30,12 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from sphinx_jax import cli, digits_score
-from sphinx_jax.discriminator import Discriminator, r1_penalty
+from sphinx_jax import cli
+from sphinx_jax.training import digits_score
+from sphinx_jax.models.discriminator import Discriminator, r1_penalty
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.generator import Generator, save_generator
-from sphinx_jax.stylegan2 import Architecture, StyleGAN2
+from sphinx_jax.models.generator import Generator, save_generator
+from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 
 W_AVG_BETA = 0.995  # NVIDIA's w_avg tracking
 # Fields that may change between reruns on one workdir; any other change is

@@ -30,7 +30,7 @@ for _var in ('JAX_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from sphinx_jax import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+from sphinx_jax import convert  # pylint: disable=g-import-not-at-top, wrong-import-position
 
 FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
 REPO = pathlib.Path(__file__).parent.parent

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import sphinx_jax
-from sphinx_jax import convert, torch_files
+from sphinx_jax import convert
+from sphinx_jax.convert import torch_files
 from sphinx_jax.errors import ForbiddenGlobal, SphinxError
 import torch_writer
 from conftest import FIXTURES, nhwc, rel_err, run_cli

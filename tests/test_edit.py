@@ -12,9 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, load_config, run_cli
-from sphinx_jax import attribute, edit, images, run
+from sphinx_jax.inversion import attribute
+from sphinx_jax import edit, run
+from sphinx_jax.files import images
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import load_generator
+from sphinx_jax.models.generator import load_generator
 
 GENERATOR = str(REPO / 'ported_weights' / 'rosinality_small')
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from sphinx_jax import heads, torch_files
+from sphinx_jax.models import heads
+from sphinx_jax.convert import torch_files
 from sphinx_jax.errors import SphinxError
 from conftest import FIXTURES, nhwc, rel_err
 

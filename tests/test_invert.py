@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sphinx_jax
-from sphinx_jax import invert, methods
+from sphinx_jax.inversion import engine, methods
 
 
 @pytest.fixture(scope='module')
@@ -27,7 +27,7 @@ def _leaf(tree, i):
 
 
 def test_result_does_not_depend_on_batch_company_or_position(gen, targets):
-  inv = invert.Inverter(gen, invert.Settings(steps=4, num_vicinal=2))
+  inv = engine.Inverter(gen, engine.Settings(steps=4, num_vicinal=2))
   alone = inv.invert(targets[1:2], np.array([7]))
   batch = inv.invert(targets[[2, 0, 1]], np.array([11, 5, 7]))
   for a, b in zip(jax.tree_util.tree_leaves(_leaf(alone.state, 0)),
@@ -38,7 +38,7 @@ def test_result_does_not_depend_on_batch_company_or_position(gen, targets):
 
 
 def test_deterministic_for_a_seed(gen, targets):
-  runs = [invert.Inverter(gen, invert.Settings(steps=4, num_vicinal=2, seed=s)
+  runs = [engine.Inverter(gen, engine.Settings(steps=4, num_vicinal=2, seed=s)
                           ).invert(targets[:1], np.array([1]))
           for s in (0, 0, 1)]
   np.testing.assert_array_equal(runs[0].reconstruction, runs[1].reconstruction)
@@ -48,7 +48,7 @@ def test_deterministic_for_a_seed(gen, targets):
 
 def test_sphinx_loss_falls_over_30_steps(gen, targets):
   losses = []
-  inv = invert.Inverter(gen, invert.Settings(steps=30, num_vicinal=2))
+  inv = engine.Inverter(gen, engine.Settings(steps=30, num_vicinal=2))
   result = inv.invert(targets[:1], np.array([1]),
                       on_step=lambda step, loss, *_: losses.append(float(loss[0])))
   assert len(losses) == 30
@@ -63,7 +63,7 @@ def test_sphinx_loss_falls_over_30_steps(gen, targets):
 @pytest.mark.parametrize('schedule', ['official', 'all'])
 def test_learning_rate_schedule_groups(gen, targets, schedule):
   """The ramp starts at lr 0: at step 0 only constant-lr groups move."""
-  inv = invert.Inverter(gen, invert.Settings(steps=10, num_vicinal=2, lr_schedule=schedule))
+  inv = engine.Inverter(gen, engine.Settings(steps=10, num_vicinal=2, lr_schedule=schedule))
   keys, state, opt_state = inv.init(np.array([1]))
   before = jax.device_get(state)
   t = jnp.asarray(targets[:1])
@@ -80,7 +80,7 @@ def test_learning_rate_schedule_groups(gen, targets, schedule):
 
 @pytest.mark.parametrize('name', ['wplus', 'wplus_noise', 'w'])
 def test_baselines(gen, targets, name):
-  inv = invert.Inverter(gen, invert.Settings(method=name, steps=12, num_vicinal=3))
+  inv = engine.Inverter(gen, engine.Settings(method=name, steps=12, num_vicinal=3))
   losses = []
   result = inv.invert(targets[:2], np.array([1, 2]),
                       on_step=lambda step, loss, *_: losses.append(np.asarray(loss)))
@@ -115,7 +115,7 @@ def test_lr_ramp_matches_the_projector_formula():
 
 
 def test_several_steps_per_dispatch_match_one(gen, targets):
-  inv = invert.Inverter(gen, invert.Settings(steps=10, num_vicinal=2))
+  inv = engine.Inverter(gen, engine.Settings(steps=10, num_vicinal=2))
   calls = {1: [], 4: []}
   results = {every: inv.invert(targets[:2], np.array([1, 2]),
                                on_step=lambda step, *_: calls[every].append(step),
@@ -131,7 +131,7 @@ def test_several_steps_per_dispatch_match_one(gen, targets):
 
 def test_bfloat16_compute_stays_close_to_float32(gen, targets):
   from sphinx_jax import metrics
-  runs = {dt: invert.Inverter(gen, invert.Settings(
+  runs = {dt: engine.Inverter(gen, engine.Settings(
       steps=10, num_vicinal=2, dtype=dt)).invert(
           targets[:2], np.array([1, 2]), every=5) for dt in ('float32', 'bfloat16')}
   bf16 = runs['bfloat16']

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sphinx_jax import lpips
+from sphinx_jax.models import lpips
 from sphinx_jax.errors import SphinxError
 
 GOLDEN = os.path.join(os.path.dirname(__file__), 'fixtures',

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from sphinx_jax import metrics
+from sphinx_jax.inversion import metrics
 
 
 @pytest.fixture(scope='module')

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import sphinx_jax
-from sphinx_jax import convert, generator, nvidia, stylegan2
+from sphinx_jax import convert
+from sphinx_jax.models import generator, stylegan2
+from sphinx_jax.convert import nvidia
 from sphinx_jax.errors import ForbiddenGlobal, SphinxError
 import torch_writer
 from conftest import FIXTURES, nhwc, rel_err, run_cli

@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 import sphinx_jax
-from sphinx_jax import data, images, invert, operators, run
+from sphinx_jax.files import inputs, images
+from sphinx_jax.inversion import engine, operators
+from sphinx_jax import run
 from sphinx_jax.errors import SphinxError
 from conftest import REPO, load_config, run_cli
 
@@ -82,7 +84,7 @@ def test_inpainting_ignores_the_target_inside_the_hole(converted):
   """Through the engine: changing the hidden pixels changes nothing."""
   g = sphinx_jax.load_generator(converted['zip'])
   op = _operator('inpaint', box=0.5)
-  inv = invert.Inverter(g, invert.Settings(steps=3, num_vicinal=2, operator=op))
+  inv = engine.Inverter(g, engine.Settings(steps=3, num_vicinal=2, operator=op))
   ids = np.array([4])
   params = inv.operator_params(ids)
   hole = params['mask'][0, ..., 0] == 0
@@ -181,7 +183,7 @@ def test_each_task_config_runs_end_to_end(tmp_path, converted, inputs, task,
     for f in ('target.png', 'observation.png', 'reconstruction.png', 'mean.png'):
       assert np.asarray(Image.open(out / name / f)).shape == observation_shape
     # target.png is the clean input the metrics compare with.
-    clean = data.load_image(str(REPO / 'samples' / f'{name}.jpg'), R)
+    clean = inputs.load_image(str(REPO / 'samples' / f'{name}.jpg'), R)
     np.testing.assert_array_equal(np.asarray(Image.open(out / name / 'target.png')),
                                   images.to_uint8(clean))
   rows = list(csv.DictReader(open(out / 'metrics.csv')))

@@ -13,7 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sphinx_jax import data, outputs, resume, run
+from sphinx_jax.files import inputs, outputs
+from sphinx_jax.runtime import resume
+from sphinx_jax import run
 from conftest import REPO, load_config, rel_err, run_cli
 
 NAMES = ['astronaut', 'cameraman', 'cat']
@@ -170,7 +172,7 @@ def test_crash_between_metrics_row_and_manifest(tmp_path, converted, inputs,
 
 
 def test_nan_image_fails_alone(tmp_path, converted, inputs, monkeypatch, capsys):
-  real_load = data.load_image
+  real_load = inputs.load_image
 
   def poisoned(path, resolution):
     image = real_load(path, resolution)

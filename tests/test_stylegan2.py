@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sphinx_jax import stylegan2
+from sphinx_jax.models import stylegan2
 
 
 def grouped_modulated_conv(x, weight, style, up, demodulate):

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import load_config, run_cli
-from sphinx_jax import digits_score, train_prior
-from sphinx_jax.discriminator import Discriminator, minibatch_stddev, r1_penalty
+from sphinx_jax.training import digits_score
+from sphinx_jax import train_prior
+from sphinx_jax.models.discriminator import Discriminator, minibatch_stddev, r1_penalty
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import load_generator
+from sphinx_jax.models.generator import load_generator
 
 # 8 px, a few channels, R1 every other step: every code path in seconds.
 TINY = {'resolution': 8, 'z_dim': 16, 'w_dim': 16, 'n_mlp': 2,

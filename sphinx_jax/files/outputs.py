@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
-from sphinx_jax import images
+from sphinx_jax.files import images
 
 METRICS_COLUMNS = ('image', 'method', 'steps', 'psnr', 'ssim', 'lpips',
                    'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean')

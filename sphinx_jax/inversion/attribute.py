@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sphinx_jax import invert, lpips, methods, metrics
+from sphinx_jax.inversion import engine, methods, metrics
+from sphinx_jax.models import lpips
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import Generator
+from sphinx_jax.models.generator import Generator
 
 Array = jax.Array
 
@@ -125,7 +126,7 @@ class Settings:
   seed: int = 0
 
   def tx(self, steps) -> optax.GradientTransformation:
-    return invert.make_optimizer(_METHOD, self.lr, steps, self.schedule_all)
+    return engine.make_optimizer(_METHOD, self.lr, steps, self.schedule_all)
 
 
 def init_state(key: Array, g: Generator, num_targets: int) -> dict[str, Any]:

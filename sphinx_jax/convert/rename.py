@@ -10,7 +10,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.stylegan2 import Architecture
+from sphinx_jax.models.stylegan2 import Architecture
 
 Table = dict[str, tuple[str, Optional[Callable[[np.ndarray], np.ndarray]]]]
 

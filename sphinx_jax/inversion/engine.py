@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sphinx_jax import lpips, methods, operators
-from sphinx_jax.generator import Generator
+from sphinx_jax.models import lpips
+from sphinx_jax.inversion import methods, operators
+from sphinx_jax.models.generator import Generator
 
 Array = jax.Array
 # The stream of the per-step key the operator's own noise is drawn from.

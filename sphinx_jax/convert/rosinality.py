@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from sphinx_jax import rename, stylegan2
+from sphinx_jax.convert import rename
+from sphinx_jax.models import stylegan2
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.stylegan2 import Architecture
+from sphinx_jax.models.stylegan2 import Architecture
 
 # Per-layer renames: torch suffix -> (canonical path, transform).
 _CONV = {

@@ -30,9 +30,10 @@ from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
-from sphinx_jax import rename, safe_pickle, stylegan2, torch_files
+from sphinx_jax.convert import rename, safe_pickle, torch_files
+from sphinx_jax.models import stylegan2
 from sphinx_jax.errors import ForbiddenGlobal, SphinxError
-from sphinx_jax.stylegan2 import Architecture
+from sphinx_jax.models.stylegan2 import Architecture
 
 ADA = 'ada'
 TENSORFLOW = 'tensorflow'

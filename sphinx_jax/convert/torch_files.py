@@ -13,7 +13,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from sphinx_jax import safe_pickle
+from sphinx_jax.convert import safe_pickle
 from sphinx_jax.errors import SphinxError
 
 ZIP_MAGIC = b'PK\x03\x04'

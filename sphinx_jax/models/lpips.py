@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from sphinx_jax import safe_pickle
+from sphinx_jax.convert import safe_pickle
 from sphinx_jax.errors import SphinxError
 
 Params = dict[str, Any]

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.stylegan2 import Architecture, StyleGAN2
+from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 
 FORMAT = 'sphinx_jax.generator/1'
 Noise = Union[None, str, Sequence[jax.Array]]

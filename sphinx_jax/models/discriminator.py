@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax.stylegan2 import SQRT2, EqualDense, fused_leaky_relu
+from sphinx_jax.models.stylegan2 import SQRT2, EqualDense, fused_leaky_relu
 
 Array = jax.Array
 

@@ -24,7 +24,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sphinx_jax import hosts, outputs
+from sphinx_jax.runtime import hosts
+from sphinx_jax.files import outputs
 
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax import lpips
+from sphinx_jax.models import lpips
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:

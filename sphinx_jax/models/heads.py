@@ -31,7 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.stylegan2 import fused_leaky_relu
+from sphinx_jax.models.stylegan2 import fused_leaky_relu
 
 Array = jax.Array
 StateDict = Mapping[str, Any]

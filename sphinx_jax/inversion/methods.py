@@ -16,8 +16,8 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
-from sphinx_jax.generator import Generator
-from sphinx_jax.heads import ContentProjection, StyleProjection
+from sphinx_jax.models.generator import Generator
+from sphinx_jax.models.heads import ContentProjection, StyleProjection
 
 Array = jax.Array
 CONTENT_CHANNELS = 8  # channels of SPHInX's content code s

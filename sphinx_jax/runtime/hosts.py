@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from sphinx_jax import outputs
+from sphinx_jax.files import outputs
 from sphinx_jax.errors import SphinxError, check_fields
 
 T = TypeVar('T')

@@ -3,27 +3,24 @@
 Nothing in a source file is executed: every pickle goes through
 `safe_pickle.RestrictedUnpickler`. Sources: rosinality `.pt` (torch zip or
 legacy), NVIDIA stylegan2-ada-pytorch / stylegan3-repo and official
-TensorFlow network pickles, told apart by their bytes. Usage:
-
-  python convert_weights.py SRC OUT_DIR [--resolution R] [--overwrite]
+TensorFlow network pickles, told apart by their bytes. The command
+line is `convert_weights.py` at the repository's root.
 """
 
-import argparse
 import dataclasses
 import hashlib
 import os
 import shutil
-import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax import nvidia, rosinality, torch_files
+from sphinx_jax.convert import nvidia, rosinality, torch_files
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.generator import Generator, _expected_tree, check_tree, save_generator
-from sphinx_jax.stylegan2 import Architecture
+from sphinx_jax.models.generator import Generator, _expected_tree, check_tree, save_generator
+from sphinx_jax.models.stylegan2 import Architecture
 
 W_AVG_SAMPLES = 10_000
 
@@ -149,29 +146,3 @@ def convert(src_path: str, out_dir: str, resolution: Optional[int] = None,
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return g
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(
-      prog='convert_weights.py',
-      description='Convert a StyleGAN2 checkpoint for sphinx_jax (torch-free; '
-                  'nothing in the file is executed).')
-  parser.add_argument(
-      'src', help='checkpoint file: rosinality .pt (torch zip or legacy), '
-      'NVIDIA stylegan2-ada-pytorch / stylegan3 network .pkl, or official '
-      'TensorFlow StyleGAN2 .pkl (detected from the bytes)')
-  parser.add_argument('out_dir', help='directory to write')
-  parser.add_argument('--resolution', type=int, default=None,
-                      help='truncate the generator to this output size')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an existing out_dir')
-  args = parser.parse_args(argv)
-  try:
-    g = convert(args.src, args.out_dir, args.resolution, args.overwrite)
-  except SphinxError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return e.exit_code
-  print(f'wrote {args.out_dir}: {g.resolution}x{g.resolution} generator, '
-        f'n_latent {g.n_latent}, w_dim {g.w_dim}, '
-        f'{"stored" if g.noise_const is not None else "no"} noise maps')
-  return 0

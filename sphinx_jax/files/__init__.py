@@ -1,0 +1,1 @@
+"""Every on-disk format, each with its writer and reader side by side."""

@@ -1,0 +1,1 @@
+"""Training the shipped digits prior, and scoring its samples."""

@@ -18,7 +18,8 @@ import numpy as np
 
 from sphinx_jax.inversion import engine, methods
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.models.generator import Generator, load_generator
+from sphinx_jax.files.generator_dir import load_generator
+from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 
 

@@ -32,7 +32,9 @@ from sphinx_jax.inversion import attribute, methods
 from sphinx_jax import cli
 from sphinx_jax.files import inputs, images, outputs
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.models.generator import Generator, check_tree, load_generator
+from sphinx_jax.errors import check_tree
+from sphinx_jax.files.generator_dir import load_generator
+from sphinx_jax.models.generator import Generator
 
 MODES = ('direction', 'interpolate', 'learn')
 Frame = tuple[np.ndarray, list[np.ndarray], np.ndarray]  # W+, noise, content

@@ -1,4 +1,10 @@
-"""Errors that reach the user as one line, without a traceback."""
+"""Errors that reach the user as one line, without a traceback, and the
+checks that raise them."""
+
+from typing import Any
+
+import jax
+import numpy as np
 
 
 class SphinxError(Exception):
@@ -28,3 +34,19 @@ def check_fields(config, checks, prefix: str = 'config.') -> None:
   for field, ok, want in checks:
     if not ok:
       raise SphinxError(f'{prefix}{field} = {config[field]!r}: must be {want}')
+
+
+def check_tree(tree: Any, expected: Any, source: str, what: str) -> None:
+  """Raises SphinxError naming the first missing, extra or mis-shaped entry."""
+  flat = {jax.tree_util.keystr(k): v
+          for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+  want = {jax.tree_util.keystr(k): v
+          for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  for key in want.keys() - flat.keys():
+    raise SphinxError(f'{source}: {what} lacks {key}')
+  for key in flat.keys() - want.keys():
+    raise SphinxError(f'{source}: {what} has unexpected {key}')
+  for key, spec in want.items():
+    if tuple(np.shape(flat[key])) != tuple(spec.shape):
+      raise SphinxError(f'{source}: {what} {key} has shape '
+                        f'{tuple(np.shape(flat[key]))}, expected {tuple(spec.shape)}')

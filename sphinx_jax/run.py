@@ -21,7 +21,7 @@ from sphinx_jax.files import inputs, images, outputs
 from sphinx_jax.runtime import hosts, resume
 from sphinx_jax.inversion import engine, methods, metrics, operators
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.models.generator import load_generator
+from sphinx_jax.files.generator_dir import load_generator
 
 
 def validate(config) -> None:

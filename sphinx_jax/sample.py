@@ -9,7 +9,8 @@ import jax
 
 from sphinx_jax import cli
 from sphinx_jax.files import images
-from sphinx_jax.models.generator import Generator, load_generator
+from sphinx_jax.files.generator_dir import load_generator
+from sphinx_jax.models.generator import Generator
 
 _GENERATOR = flags.DEFINE_string('generator', None, 'converted generator directory',
                                  required=True)

@@ -19,7 +19,6 @@ exactly the result of an uninterrupted run.
 
 import math
 import os
-import shutil
 import sys
 import time
 from typing import Any, Optional
@@ -34,7 +33,8 @@ from sphinx_jax import cli
 from sphinx_jax.training import digits_score
 from sphinx_jax.models.discriminator import Discriminator, r1_penalty
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.models.generator import Generator, save_generator
+from sphinx_jax.files.generator_dir import save_generator
+from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 
 W_AVG_BETA = 0.995  # NVIDIA's w_avg tracking
@@ -296,18 +296,9 @@ class Checkpoints:
 
 def export(trainer: Trainer, state: State, out_dir: str,
            info: dict[str, Any]) -> None:
-  """Writes the EMA generator to `out_dir`, replacing an earlier export; the
-  directory is written under a temporary name and renamed."""
-  out_dir = os.path.abspath(out_dir)
-  tmp = f'{out_dir}.partial-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    save_generator(trainer.generator(state), tmp, info)
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  """Writes the EMA generator to `out_dir`, replacing an earlier export once
+  complete."""
+  save_generator(trainer.generator(state), out_dir, info)
 
 
 def _resume(trainer: Trainer, checkpoints: Checkpoints, config

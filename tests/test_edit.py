@@ -16,7 +16,7 @@ from sphinx_jax.inversion import attribute
 from sphinx_jax import edit, run
 from sphinx_jax.files import images
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.models.generator import load_generator
+from sphinx_jax.files.generator_dir import load_generator
 
 GENERATOR = str(REPO / 'ported_weights' / 'rosinality_small')
 

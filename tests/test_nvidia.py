@@ -14,7 +14,8 @@ import pytest
 
 import sphinx_jax
 from sphinx_jax import convert
-from sphinx_jax.models import generator, stylegan2
+from sphinx_jax.files import generator_dir
+from sphinx_jax.models import stylegan2
 from sphinx_jax.convert import nvidia
 from sphinx_jax.errors import ForbiddenGlobal, SphinxError
 import torch_writer
@@ -421,12 +422,12 @@ def test_conv_clamp_bounds_conv_and_torgb_outputs():
 
 def test_conv_clamp_in_generator_json():
   arch = _tiny(256.0)
-  d = generator.architecture_to_json(arch)
+  d = generator_dir.architecture_to_json(arch)
   assert d['conv_clamp'] == 256.0
-  assert generator.architecture_from_json(d) == arch
-  assert 'conv_clamp' not in generator.architecture_to_json(_tiny(None))
-  assert generator.architecture_from_json(
-      generator.architecture_to_json(_tiny(None))).conv_clamp is None
+  assert generator_dir.architecture_from_json(d) == arch
+  assert 'conv_clamp' not in generator_dir.architecture_to_json(_tiny(None))
+  assert generator_dir.architecture_from_json(
+      generator_dir.architecture_to_json(_tiny(None))).conv_clamp is None
 
 
 def test_ada_conv_clamp_is_read(tmp_path):

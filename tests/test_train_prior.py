@@ -13,7 +13,7 @@ from sphinx_jax.training import digits_score
 from sphinx_jax import train_prior
 from sphinx_jax.models.discriminator import Discriminator, minibatch_stddev, r1_penalty
 from sphinx_jax.errors import SphinxError
-from sphinx_jax.models.generator import load_generator
+from sphinx_jax.files.generator_dir import load_generator
 
 # 8 px, a few channels, R1 every other step: every code path in seconds.
 TINY = {'resolution': 8, 'z_dim': 16, 'w_dim': 16, 'n_mlp': 2,

@@ -10,16 +10,15 @@ line is `convert_weights.py` at the repository's root.
 import dataclasses
 import hashlib
 import os
-import shutil
 from typing import Any, Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sphinx_jax.convert import nvidia, rosinality, torch_files
-from sphinx_jax.errors import SphinxError
-from sphinx_jax.models.generator import Generator, _expected_tree, check_tree, save_generator
+from sphinx_jax.errors import SphinxError, check_tree
+from sphinx_jax.files.generator_dir import expected_tree, save_generator
+from sphinx_jax.models.generator import Generator, sample_w
 from sphinx_jax.models.stylegan2 import Architecture
 
 W_AVG_SAMPLES = 10_000
@@ -93,11 +92,10 @@ def truncate(src: Source, resolution: int) -> Source:
       noise=None if src.noise is None else src.noise[:n_noise])
 
 
-def estimate_w_avg(arch: Architecture, params: Any, seed: int = 0) -> np.ndarray:
+def estimate_w_avg(arch: Architecture, params: Any) -> np.ndarray:
   """Mean of mapping(z) over W_AVG_SAMPLES draws, for checkpoints without one."""
   g = Generator(arch=arch, params=params, w_avg=jnp.zeros(arch.w_dim))
-  z = jax.random.normal(jax.random.key(seed), (W_AVG_SAMPLES, arch.z_dim))
-  return np.asarray(jax.jit(g.mapping)(z).mean(axis=0))
+  return np.asarray(sample_w(g, W_AVG_SAMPLES).mean(axis=0))
 
 
 def sha256(path: str) -> str:
@@ -112,14 +110,15 @@ def convert(src_path: str, out_dir: str, resolution: Optional[int] = None,
             overwrite: bool = False) -> Generator:
   """Reads `src_path`, optionally truncates it, and writes `out_dir`.
 
-  The directory is written under a temporary name and renamed at the end, so
-  an interrupted conversion never leaves a half-written generator.
+  The directory is written under a temporary name and renamed at the end
+  (`save_generator`), so an interrupted conversion never leaves a
+  half-written generator.
   """
   if os.path.exists(out_dir) and os.listdir(out_dir) and not overwrite:
     raise SphinxError(f'{out_dir}: exists and is not empty (pass --overwrite '
                       'to replace it)')
   src = read_source(src_path)
-  check_tree({'params': src.params}, {'params': _expected_tree(src.arch, False)['params']},
+  check_tree({'params': src.params}, {'params': expected_tree(src.arch, False)['params']},
              src_path, 'generator')
   info = {'source': {'file': os.path.basename(src_path), 'format': src.format,
                      'sha256': sha256(src_path),
@@ -135,14 +134,5 @@ def convert(src_path: str, out_dir: str, resolution: Optional[int] = None,
     info['w_avg'] = 'checkpoint'
   g = Generator(arch=src.arch, params=src.params, w_avg=src.w_avg,
                 noise_const=None if src.noise is None else tuple(src.noise))
-  out_dir = os.path.abspath(out_dir)
-  tmp = f'{out_dir}.partial-{os.getpid()}'
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
-    save_generator(g, tmp, info)
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  save_generator(g, out_dir, info)
   return g

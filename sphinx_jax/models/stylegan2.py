@@ -66,6 +66,17 @@ class Architecture:
       raise ValueError(f'channels must list every resolution 4..'
                        f'{self.resolution}, got {self.channels}')
 
+  @classmethod
+  def standard(cls, resolution: int, z_dim: int = 512, w_dim: int = 512,
+               n_mlp: int = 8, channel_base: int = 32768,
+               channel_max: int = 512) -> 'Architecture':
+    """NVIDIA's channel table, min(channel_base / r, channel_max) at each
+    resolution r; the defaults are config-f."""
+    resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
+    return cls(resolution=resolution, z_dim=z_dim, w_dim=w_dim, n_mlp=n_mlp,
+               channels=tuple((r, min(channel_base // r, channel_max))
+                              for r in resolutions))
+
   @property
   def resolutions(self) -> tuple[int, ...]:
     return tuple(2**i for i in range(2, int(math.log2(self.resolution)) + 1))

@@ -1,6 +1,6 @@
 """Benchmarks the inversion step: `python -m sphinx_jax.bench --resolution 64 --batch 4`.
 
-Runs on a random-weight generator with the config-f channel table (or a
+Runs on a random-weight generator with the config-f channel table (`Architecture.standard`) (or a
 converted one with --generator), excludes compilation and warm-up, and reports
 the median over timed steps. The last line printed is one JSON object.
 """
@@ -21,13 +21,6 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files.generator_dir import load_generator
 from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
-
-
-def config_f(resolution: int) -> Architecture:
-  """StyleGAN2 config-f: 512-d z and w, 8 mapping layers, min(32768/r, 512)."""
-  res = [2**i for i in range(2, int(np.log2(resolution)) + 1)]
-  return Architecture(resolution=resolution, z_dim=512, w_dim=512, n_mlp=8,
-                      channels=tuple((r, min(32768 // r, 512)) for r in res))
 
 
 def random_generator(arch: Architecture, seed: int = 0) -> Generator:
@@ -112,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     g = (load_generator(args.generator) if args.generator
-         else random_generator(config_f(args.resolution)))
+         else random_generator(Architecture.standard(args.resolution)))
   except (SphinxError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

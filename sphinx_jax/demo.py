@@ -1,109 +1,31 @@
-"""SPHInX against W+ optimisation on one prior: `python -m sphinx_jax.demo`.
+"""SPHInX against other methods on one prior: `python -m sphinx_jax.demo`.
 
   python -m sphinx_jax.demo --config configs/demo.py [--config.key=value ...]
 
-Runs `sphinx_jax.run` once per method in `methods` on the same inputs, steps
-and loss (each into `<outdir>/<method>/`, resumable as any run), then writes
-`<outdir>/comparison.png` (a row per image: the target, then each method's
-reconstruction) and `<outdir>/comparison.csv`, and prints the table: PSNR
-(of the reconstruction, the official output, and of the mean image over
-vicinal draws) and LPIPS per image and method, and their means over each
-group of inputs (the inputs' first directory level, e.g. in_domain /
-out_of_domain).
+This module turns the config into `CompareSettings` (the shared run checked
+as `python -m sphinx_jax.run` checks it) and runs `jobs.comparison.compare`.
 """
 
-import copy
-import csv
-import os
-import sys
-from typing import Any
-
-import numpy as np
-from PIL import Image
-
 from sphinx_jax import cli, run
-from sphinx_jax.files import images, outputs
 from sphinx_jax.errors import SphinxError
-
-CELL = 96  # pixels per image in comparison.png (nearest-neighbour enlarged)
-
-
-def _metrics(outdir: str) -> dict[str, dict[str, str]]:
-  with open(os.path.join(outdir, 'metrics.csv'), newline='') as f:
-    return {r['image']: r for r in csv.DictReader(f)}
+from sphinx_jax.inversion import methods as methods_lib
+from sphinx_jax.jobs import comparison
 
 
-def _group(name: str) -> str:
-  return name.split('__')[0] if '__' in name else 'all'
-
-
-# The printed columns of each method: the official output (the last step's
-# image) and, for SPHInX, the mean over vicinal draws (mean.png).
-_SHOWN = (('psnr', 'psnr', '.2f'), ('psnr_mean', 'psnr(mean)', '.2f'),
-          ('lpips', 'lpips', '.3f'))
-
-
-def summarize(rows: list[dict[str, Any]], methods: list[str]) -> str:
-  """The printed table: per image, then the mean of each group."""
-  def line(label, value):
-    return f'{label:<32}' + ''.join(
-        f'{value(m, key):{max(12, len(m) + len(title) + 2)}{fmt}}'
-        for m in methods for key, title, fmt in _SHOWN)
-
-  lines = [f'{"image":<32}' + ''.join(
-      f'{m + " " + title:>{max(12, len(m) + len(title) + 2)}}'
-      for m in methods for _, title, _ in _SHOWN)]
-  lines += [line(r['image'], lambda m, k, r=r: r[f'{m}_{k}']) for r in rows]
-  for group in dict.fromkeys(_group(r['image']) for r in rows):
-    members = [r for r in rows if _group(r['image']) == group]
-    lines.append(line(f'mean {group} ({len(members)})', lambda m, k: np.mean(
-        [r[f'{m}_{k}'] for r in members])))
-  return '\n'.join(lines)
-
-
-def _comparison_image(outdirs: dict[str, str], names: list[str]) -> np.ndarray:
-  def cell(path):
-    img = Image.open(path).convert('RGB').resize((CELL, CELL), Image.NEAREST)
-    return np.asarray(img)
-
-  first = next(iter(outdirs.values()))
-  rows = [np.concatenate(
-      [cell(os.path.join(first, n, 'target.png'))] +
-      [cell(os.path.join(d, n, 'reconstruction.png')) for d in outdirs.values()],
-      axis=1) for n in names]
-  return np.concatenate(rows, axis=0)
-
-
-def demo(config) -> int:
-  """Runs every method, then compares them; returns the exit status."""
-  methods = [m.strip() for m in config.methods.split(',') if m.strip()]
-  if len(methods) < 1 or len(set(methods)) != len(methods):
+def settings_from_config(config) -> comparison.CompareSettings:
+  methods = tuple(m.strip() for m in config.methods.split(',') if m.strip())
+  if (not methods or len(set(methods)) != len(methods) or
+      not set(methods) <= set(methods_lib.METHODS)):
     raise SphinxError(f'config.methods = {config.methods!r}: must name '
-                      'distinct methods, comma-separated')
-  outdirs, status = {}, 0
-  for method in methods:
-    cfg = copy.deepcopy(config.run)
-    cfg.method = method
-    cfg.outdir = os.path.join(config.outdir, method)
-    print(f'== {method}', file=sys.stderr, flush=True)
-    status = max(status, run.run(cfg))
-    outdirs[method] = cfg.outdir
-  scores = {m: _metrics(d) for m, d in outdirs.items()}
-  names = [n for n in scores[methods[0]] if all(n in s for s in scores.values())]
-  kinds = ('psnr', 'ssim', 'lpips', 'psnr_mean', 'ssim_mean', 'lpips_mean')
-  rows = [{'image': n, **{f'{m}_{k}': float(scores[m][n][k])
-                          for m in methods for k in kinds}}
-          for n in names]
-  columns = ['image'] + [f'{m}_{k}' for m in methods for k in kinds]
-  outputs.write_csv(os.path.join(config.outdir, 'comparison.csv'), rows,
-                    columns)
-  images.save_png(_comparison_image(outdirs, names),
-                  os.path.join(config.outdir, 'comparison.png'))
-  print(f'\n{config.run.steps} steps per image; columns of '
-        f'{config.outdir}/comparison.png: target, {", ".join(methods)}')
-  print(summarize(rows, methods))
-  return status
+                      f'distinct methods of {", ".join(methods_lib.METHODS)}, '
+                      'comma-separated')
+  return comparison.CompareSettings(methods=methods, outdir=config.outdir,
+                                    run=run.settings_from_config(config.run))
+
+
+def main(config) -> int:
+  return comparison.compare(settings_from_config(config))
 
 
 if __name__ == '__main__':
-  cli.run(demo, 'configs/demo.py')
+  cli.run(main, 'configs/demo.py')

@@ -7,6 +7,12 @@ import jax
 import numpy as np
 
 
+def one_line(e: BaseException) -> str:
+  """An exception's message on one line (ml_collections embeds '\\n' and quotes)."""
+  text = str(e).replace('\\n', ' ').replace("'", '').replace('\\', '')
+  return ' '.join(text.split())
+
+
 class SphinxError(Exception):
   """A problem with the user's input (a file, an image, a config).
 

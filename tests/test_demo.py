@@ -9,6 +9,7 @@ from PIL import Image
 
 import sphinx_jax
 from sphinx_jax import demo
+from sphinx_jax.jobs import comparison
 from sphinx_jax.errors import SphinxError
 from conftest import REPO, load_config
 
@@ -37,7 +38,7 @@ def test_demo_compares_methods_on_the_same_images(tmp_path, capsys):
     (inputs / group).mkdir(parents=True)
     (inputs / group / f'{name}.png').write_bytes(
         (REPO / 'demo' / group / f'{name}.png').read_bytes())
-  assert demo.demo(_config(tmp_path, inputs)) == 0
+  assert demo.main(_config(tmp_path, inputs)) == 0
   out = tmp_path / 'demo'
   rows = list(csv.DictReader(open(out / 'comparison.csv')))
   assert [r['image'] for r in rows] == ['in_domain__digit1',
@@ -49,11 +50,11 @@ def test_demo_compares_methods_on_the_same_images(tmp_path, capsys):
       assert float(r[f'{method}_psnr']) == pytest.approx(
           float(per_run[r['image']]['psnr']), rel=1e-5)
   grid = np.asarray(Image.open(out / 'comparison.png'))
-  assert grid.shape == (2 * demo.CELL, 3 * demo.CELL, 3)  # target, 2 methods
+  assert grid.shape == (2 * comparison.CELL, 3 * comparison.CELL, 3)  # target, 2 methods
   table = capsys.readouterr().out
   assert 'mean in_domain (1)' in table and 'mean out_of_domain (1)' in table
 
 
 def test_demo_refuses_repeated_methods(tmp_path):
   with pytest.raises(SphinxError, match='config.methods'):
-    demo.demo(_config(tmp_path, REPO / 'demo', methods='wplus,wplus'))
+    demo.main(_config(tmp_path, REPO / 'demo', methods='wplus,wplus'))

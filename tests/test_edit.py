@@ -14,7 +14,9 @@ from PIL import Image
 from conftest import REPO, load_config, run_cli
 from sphinx_jax.inversion import attribute
 from sphinx_jax import edit, run
-from sphinx_jax.files import images
+from sphinx_jax.files import animation, codes as codes_files, directions, images
+from sphinx_jax.inversion import edits
+from sphinx_jax.jobs import editing
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.files.generator_dir import load_generator
 
@@ -37,7 +39,7 @@ def inverted(tmp_path_factory):
                      outdir=str(outdirs[method]), method=method, steps=4,
                      batch_size=2, num_vicinal=2, save_every=2,
                      steps_per_dispatch=2)
-    assert run.run(config) == 0
+    assert run.main(config) == 0
   return outdirs
 
 
@@ -56,16 +58,16 @@ def _png(path):
 
 @pytest.mark.parametrize('method', ['sphinx', 'wplus'])
 def test_zero_strength_reproduces_the_base_exactly(inverted, g, method):
-  codes = edit.load_codes(_codes_dir(inverted, method), g)
+  codes = codes_files.load_codes(_codes_dir(inverted, method), g)
   assert (codes.content is not None) == (method == 'sphinx')
   assert (codes.noise is not None) == (method == 'sphinx')
   direction = np.random.default_rng(0).normal(size=(g.n_latent, g.w_dim))
-  frames = edit.direction_frames(codes, g, direction.astype(np.float32),
+  frames = edits.direction_frames(codes, g, direction.astype(np.float32),
                                  [0.0, 1.5])
-  base = edit.render(g, edit.base_inputs(codes, g))
+  base = edits.render(g, edits.base_inputs(codes, g))
   assert np.array_equal(frames[0][0], codes.wplus)
-  assert np.array_equal(edit.render(g, frames[0]), base)
-  assert not np.array_equal(edit.render(g, frames[1]), base)
+  assert np.array_equal(edits.render(g, frames[0]), base)
+  assert not np.array_equal(edits.render(g, frames[1]), base)
   # The explicit noise and content are what None selects in G.
   content = None if codes.content is None else jnp.asarray(codes.content)[None]
   direct = jax.jit(lambda g, *args: g.synthesize(*args))(
@@ -77,30 +79,34 @@ def test_rows_restrict_the_edit():
   rng = np.random.default_rng(0)
   wplus = rng.normal(size=(8, 64)).astype(np.float32)
   direction = rng.normal(size=(8, 64)).astype(np.float32)
-  edited = edit.edit_wplus(wplus, direction, 2.0, rows=[1, 3])
+  edited = edits.edit_wplus(wplus, direction, 2.0, rows=[1, 3])
   changed = np.flatnonzero((edited != wplus).any(axis=1))
   assert changed.tolist() == [1, 3]
   np.testing.assert_array_equal(edited[[1, 3]],
                                 wplus[[1, 3]] + 2 * direction[[1, 3]])
-  assert (edit.edit_wplus(wplus, direction, 2.0) != wplus).any(axis=1).all()
-  assert edit.parse_rows('3, 1,1', 8) == [1, 3]
-  assert edit.parse_rows('', 8) is None
-  for bad in ('8', '-1', 'x'):
-    with pytest.raises(SphinxError, match='config.rows'):
-      edit.parse_rows(bad, 8)
+  assert (edits.edit_wplus(wplus, direction, 2.0) != wplus).any(axis=1).all()
+  assert edit.parse_rows('3, 1,1') == (1, 3)
+  assert edit.parse_rows('') is None
+  with pytest.raises(SphinxError, match='config.rows'):
+    edit.parse_rows('x')
+  g = type('G', (), {'n_latent': 8})()
+  editing.check_rows((1, 7), g)
+  for bad in ((8,), (-1, 2)):
+    with pytest.raises(SphinxError, match=r'config.rows .* rows in 0..7'):
+      editing.check_rows(bad, g)
 
 
 def test_interpolation_ends_are_the_two_bases(inverted, g):
-  a = edit.load_codes(_codes_dir(inverted, 'sphinx', 'astronaut'), g)
+  a = codes_files.load_codes(_codes_dir(inverted, 'sphinx', 'astronaut'), g)
   for b_dir in (_codes_dir(inverted, 'sphinx', 'cameraman'),
                 _codes_dir(inverted, 'wplus', 'cameraman')):  # mixed methods
-    b = edit.load_codes(b_dir, g)
-    frames = edit.interpolation_frames(a, b, g, 3)
+    b = codes_files.load_codes(b_dir, g)
+    frames = edits.interpolation_frames(a, b, g, 3)
     assert len(frames) == 3
-    assert np.array_equal(edit.render(g, frames[0]),
-                          edit.render(g, edit.base_inputs(a, g)))
-    assert np.array_equal(edit.render(g, frames[-1]),
-                          edit.render(g, edit.base_inputs(b, g)))
+    assert np.array_equal(edits.render(g, frames[0]),
+                          edits.render(g, edits.base_inputs(a, g)))
+    assert np.array_equal(edits.render(g, frames[-1]),
+                          edits.render(g, edits.base_inputs(b, g)))
     np.testing.assert_allclose(frames[1][0], (a.wplus + b.wplus) / 2,
                                atol=1e-6)
 
@@ -116,7 +122,7 @@ def test_interpolation_refuses_codes_of_two_generators(inverted, tmp_path):
   (b / 'config.json').write_text(json.dumps({**config,
                                              'generator': str(other)}))
   with pytest.raises(SphinxError, match='different generators'):
-    edit.check_same_generator(_codes_dir(inverted, 'sphinx'), str(b))
+    editing.check_same_generator(_codes_dir(inverted, 'sphinx'), str(b))
 
 
 def test_learn_end_to_end_and_its_direction_replays_the_walk(tmp_path, g):
@@ -124,7 +130,7 @@ def test_learn_end_to_end_and_its_direction_replays_the_walk(tmp_path, g):
   config = load_config('edit', mode='learn', generator=GENERATOR,
                    image=str(REPO / 'samples' / 'cat.jpg'), levels='0,20,40',
                    steps=3, frames=3, num_vicinal=2, outdir=str(out))
-  assert edit.edit(config) == 0
+  assert edit.main(config) == 0
   info = json.loads((out / 'edit.json').read_text())
   alphas = np.array(info['alphas'])
   assert alphas.shape == (3,) and alphas[0] == 0 and np.isfinite(alphas).all()
@@ -137,11 +143,11 @@ def test_learn_end_to_end_and_its_direction_replays_the_walk(tmp_path, g):
     assert (out / name).exists(), name
   assert np.array_equal(_png(out / 'frame_000.png'), _png(out / 'base.png'))
   # Mode (a) on the written codes with the saved direction gives the walk.
-  codes = edit.load_codes(str(out / 'codes'), g)
-  frames = edit.direction_frames(codes, g, edit.load_direction(
+  codes = codes_files.load_codes(str(out / 'codes'), g)
+  frames = edits.direction_frames(codes, g, directions.load_direction(
       str(out / 'direction.npy'), g), info['frame_alphas'])
   for i, frame in enumerate(frames):
-    assert np.array_equal(images.to_uint8(edit.render(g, frame)),
+    assert np.array_equal(images.to_uint8(edits.render(g, frame)),
                           _png(out / f'frame_{i:03d}.png'))
 
 
@@ -173,17 +179,17 @@ def test_transforms():
 def test_mp4_only_with_ffmpeg(tmp_path, monkeypatch, capsys):
   frames = [np.full((4, 4, 3), v, np.uint8) for v in (0, 255)]
   monkeypatch.setenv('PATH', str(tmp_path))
-  assert not edit.write_mp4(frames, str(tmp_path / 'a.mp4'), 10)
+  assert not animation.write_mp4(frames, str(tmp_path / 'a.mp4'), 10)
   assert 'no ffmpeg on PATH' in capsys.readouterr().err
   # A stand-in ffmpeg that stores its input where the output should go.
   fake = tmp_path / 'ffmpeg'
   fake.write_text(f'#!{sys.executable}\nimport sys\n'
                   'open(sys.argv[-1], "wb").write(sys.stdin.buffer.read())\n')
   fake.chmod(0o755)
-  assert edit.write_mp4(frames, str(tmp_path / 'b.mp4'), 10)
+  assert animation.write_mp4(frames, str(tmp_path / 'b.mp4'), 10)
   assert (tmp_path / 'b.mp4').stat().st_size == 2 * 4 * 4 * 3
   fake.write_text('#!/bin/sh\necho broken >&2\nexit 3\n')
-  assert not edit.write_mp4(frames, str(tmp_path / 'c.mp4'), 10)
+  assert not animation.write_mp4(frames, str(tmp_path / 'c.mp4'), 10)
   assert 'ffmpeg failed (broken)' in capsys.readouterr().err
   assert sorted(os.listdir(tmp_path)) == ['b.mp4', 'ffmpeg']
 
@@ -194,21 +200,22 @@ def test_bad_inputs_raise_one_line_errors(inverted, g, tmp_path):
   np.save(bad_shape, np.zeros((3, g.w_dim)))
   with pytest.raises(SphinxError,
                      match=r'bad.npy: direction of shape \(3, 64\)'):
-    edit.load_direction(str(bad_shape), g)
+    directions.load_direction(str(bad_shape), g)
   with pytest.raises(SphinxError, match='cannot read the direction'):
-    edit.load_direction(str(tmp_path / 'missing.npy'), g)
+    directions.load_direction(str(tmp_path / 'missing.npy'), g)
   with pytest.raises(SphinxError, match='no such codes directory'):
-    edit.load_codes(str(tmp_path / 'nowhere'), g)
+    codes_files.load_codes(str(tmp_path / 'nowhere'), g)
   corrupt = tmp_path / 'corrupt'
   shutil.copytree(codes, corrupt)
   shutil.rmtree(corrupt / 'state')
   (corrupt / 'state').mkdir()
   with pytest.raises(SphinxError, match='cannot read the codes'):
-    edit.load_codes(str(corrupt), g)
+    codes_files.load_codes(str(corrupt), g)
   with pytest.raises(SphinxError, match='config.mode'):
-    edit.edit(load_config('edit', mode='magic'))
+    edit.main(load_config('edit', mode='magic'))
   with pytest.raises(SphinxError, match='config.levels'):
-    edit.learn_targets(load_config('edit', levels='10,20'), g)
+    edit.settings_from_config(load_config('edit', mode='learn', generator='g',
+                                          levels='10,20'))
 
 
 def test_cli_direction_end_to_end(inverted, tmp_path):

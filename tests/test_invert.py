@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import sphinx_jax
-from sphinx_jax.inversion import engine, methods
+from sphinx_jax.inversion import engine, methods, objective
 
 
 @pytest.fixture(scope='module')
@@ -96,7 +96,7 @@ def test_baselines(gen, targets, name):
     np.testing.assert_allclose(rows, np.broadcast_to(rows[0], rows.shape), atol=1e-6)
   else:  # deterministic: the vicinal estimate is the reconstruction itself
     np.testing.assert_array_equal(result.std, 0)
-  assert inv.lr == methods.DEFAULT_LR[name]
+  assert inv.lr == methods.get(name).default_lr
 
 
 def test_noise_regularization_penalises_correlation():
@@ -111,7 +111,7 @@ def test_lr_ramp_matches_the_projector_formula():
   for t in (0.0, 0.01, 0.05, 0.5, 0.8, 0.99):
     ramp = min(1, (1 - t) / 0.25)
     ramp = (0.5 - 0.5 * np.cos(np.pi * ramp)) * min(1, t / 0.05)
-    assert abs(float(methods.lr_ramp(t)) - ramp) < 1e-6
+    assert abs(float(objective.lr_ramp(t)) - ramp) < 1e-6
 
 
 def test_several_steps_per_dispatch_match_one(gen, targets):
@@ -130,7 +130,7 @@ def test_several_steps_per_dispatch_match_one(gen, targets):
 
 
 def test_bfloat16_compute_stays_close_to_float32(gen, targets):
-  from sphinx_jax import metrics
+  from sphinx_jax.inversion import metrics
   runs = {dt: engine.Inverter(gen, engine.Settings(
       steps=10, num_vicinal=2, dtype=dt)).invert(
           targets[:2], np.array([1, 2]), every=5) for dt in ('float32', 'bfloat16')}
@@ -139,3 +139,26 @@ def test_bfloat16_compute_stays_close_to_float32(gen, targets):
   assert np.isfinite(bf16.losses).all()
   # bf16 keeps ~3 significant digits: the images agree to well above 25 dB.
   assert np.all(np.asarray(metrics.psnr(bf16.mean, runs['float32'].mean)) > 25)
+
+
+def test_the_hot_loop_makes_no_implicit_transfer(gen):
+  """Steps dispatched under jax.transfer_guard('disallow'): every transfer
+  between host and devices in the loop must be an explicit one."""
+  inv = engine.Inverter(gen, engine.Settings(steps=6, num_vicinal=2))
+  ids = np.array([1, 2])
+  targets = inv.placement.shard(
+      np.zeros((2, gen.resolution, gen.resolution, 3), np.float32))
+  keys, state, opt_state = inv.init(ids)
+  feats = inv.target_features(targets)
+  op_params = inv.operator_params(ids)
+  with jax.transfer_guard('disallow'):
+    for first in (0, 3):
+      state, opt_state, losses, _ = inv.steps(state, opt_state, keys, targets,
+                                              feats, op_params, first, 3)
+    state, opt_state, losses, _ = inv.step(state, opt_state, keys, targets,
+                                           feats, op_params, 5)
+    # The guard is armed: passing a host array to the step would be caught.
+    with pytest.raises(Exception, match='[Dd]isallowed'):
+      inv.steps(state, opt_state, keys, np.asarray(inv.placement.local(targets)),
+                feats, op_params, 0, 1)
+  assert inv.placement.local(losses).shape == (2,)

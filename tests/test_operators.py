@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import sphinx_jax
-from sphinx_jax.files import inputs, images
+from sphinx_jax.files import images
+from sphinx_jax.files.inputs import load_image
 from sphinx_jax.inversion import engine, operators
 from sphinx_jax import run
 from sphinx_jax.errors import SphinxError
@@ -27,7 +28,9 @@ def _image(seed):
 def _operator(name, **fields):
   cfg = load_config('invert').operator
   cfg.update(name=name, **fields)
-  return operators.from_config(cfg, R)
+  op = run.operator_from_config(cfg)
+  op.check(R)
+  return op
 
 
 def test_cs_takes_the_fraction_of_measurements_reproducibly_and_linearly():
@@ -178,12 +181,12 @@ def _task(task, generator, inputs, outdir, **overrides):
 def test_each_task_config_runs_end_to_end(tmp_path, converted, inputs, task,
                                           observation_shape):
   out = tmp_path / 'out'
-  assert run.run(_task(task, converted['zip'], inputs, out)) == 0
+  assert run.main(_task(task, converted['zip'], inputs, out)) == 0
   for name in ('astronaut', 'retina'):
     for f in ('target.png', 'observation.png', 'reconstruction.png', 'mean.png'):
       assert np.asarray(Image.open(out / name / f)).shape == observation_shape
     # target.png is the clean input the metrics compare with.
-    clean = inputs.load_image(str(REPO / 'samples' / f'{name}.jpg'), R)
+    clean = load_image(str(REPO / 'samples' / f'{name}.jpg'), R)
     np.testing.assert_array_equal(np.asarray(Image.open(out / name / 'target.png')),
                                   images.to_uint8(clean))
   rows = list(csv.DictReader(open(out / 'metrics.csv')))
@@ -196,7 +199,7 @@ def test_each_task_config_runs_end_to_end(tmp_path, converted, inputs, task,
 def test_metrics_are_against_the_clean_image(tmp_path, converted, inputs):
   """Denoising: target.png is the clean input; observation.png is noisier."""
   out = tmp_path / 'out'
-  assert run.run(_task('denoise', converted['zip'], inputs, out,
+  assert run.main(_task('denoise', converted['zip'], inputs, out,
                        **{'operator.sigma': 0.5})) == 0
   target = np.asarray(Image.open(out / 'astronaut' / 'target.png'), np.float32)
   noisy = np.asarray(Image.open(out / 'astronaut' / 'observation.png'), np.float32)
@@ -214,7 +217,7 @@ def test_given_low_resolution_observations(tmp_path, converted):
   rgb = np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)
   Image.fromarray(rgb).save(d / 'tiny.png')
   out = tmp_path / 'out'
-  assert run.run(_task('sr', converted['zip'], d, out, observation='given')) == 0
+  assert run.main(_task('sr', converted['zip'], d, out, observation='given')) == 0
   shown = np.asarray(Image.open(out / 'tiny' / 'observation.png'))
   np.testing.assert_array_equal(shown[::4, ::4], rgb)  # nearest up-sampling
   np.testing.assert_array_equal(
@@ -223,7 +226,7 @@ def test_given_low_resolution_observations(tmp_path, converted):
 
 def test_given_measurements_are_refused_for_cs(tmp_path, converted, inputs):
   with pytest.raises(SphinxError, match="operator 'cs' takes clean inputs"):
-    run.run(_task('cs', converted['zip'], inputs, tmp_path / 'out',
+    run.main(_task('cs', converted['zip'], inputs, tmp_path / 'out',
                   observation='given'))
   assert not (tmp_path / 'out').exists()
 
@@ -231,9 +234,9 @@ def test_given_measurements_are_refused_for_cs(tmp_path, converted, inputs):
 def test_a_changed_operator_is_refused_on_the_same_outdir(tmp_path, converted,
                                                           inputs):
   out = tmp_path / 'out'
-  assert run.run(_task('denoise', converted['zip'], inputs, out)) == 0
+  assert run.main(_task('denoise', converted['zip'], inputs, out)) == 0
   with pytest.raises(SphinxError, match='other settings.*operator'):
-    run.run(_task('denoise', converted['zip'], inputs, out,
+    run.main(_task('denoise', converted['zip'], inputs, out,
                   **{'operator.sigma': 0.3}))
 
 

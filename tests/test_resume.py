@@ -13,9 +13,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from sphinx_jax.files import inputs, outputs
+from sphinx_jax.files import inputs as input_files
 from sphinx_jax.runtime import resume
-from sphinx_jax import run
+from sphinx_jax import cli, run
 from conftest import REPO, load_config, rel_err, run_cli
 
 NAMES = ['astronaut', 'cameraman', 'cat']
@@ -54,7 +54,7 @@ def reference(converted, tmp_path_factory):
   inputs.mkdir()
   for f in ('astronaut.jpg', 'cameraman.png', 'cat.jpg'):
     shutil.copy(REPO / 'samples' / f, inputs)
-  assert run.run(_base_config(converted['zip'], inputs, root / 'out')) == 0
+  assert run.main(_base_config(converted['zip'], inputs, root / 'out')) == 0
   return root / 'out'
 
 
@@ -85,7 +85,7 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, converted, inputs,
                                                 reference, monkeypatch, capsys):
   config = _base_config(converted['zip'], inputs, tmp_path / 'out')
   calls = {'n': 0}
-  real_update = outputs.Progress.update
+  real_update = cli.Progress.update
 
   def crash_in_second_batch(self, step, losses):
     calls['n'] += 1
@@ -93,14 +93,14 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path, converted, inputs,
       raise Crash()
     real_update(self, step, losses)
 
-  monkeypatch.setattr(outputs.Progress, 'update', crash_in_second_batch)
+  monkeypatch.setattr(cli.Progress, 'update', crash_in_second_batch)
   with pytest.raises(Crash):
-    run.run(config)
+    run.main(config)
   assert resume.Manifest(str(tmp_path / 'out')).finished() == {'astronaut', 'cameraman'}
   assert os.listdir(tmp_path / 'out' / 'checkpoints')
-  monkeypatch.setattr(outputs.Progress, 'update', real_update)
+  monkeypatch.setattr(cli.Progress, 'update', real_update)
   capsys.readouterr()
-  assert run.run(config) == 0
+  assert run.main(config) == 0
   err = capsys.readouterr().err
   assert '2 of 3 images already finished' in err
   assert 'resuming cat from the checkpoint after step 8' in err
@@ -137,7 +137,7 @@ def test_finished_run_is_not_redone(tmp_path, converted, inputs, reference, caps
   out = tmp_path / 'out'
   shutil.copytree(reference, out)
   before = (out / 'metrics.csv').read_bytes()
-  assert run.run(_base_config(converted['zip'], inputs, out)) == 0
+  assert run.main(_base_config(converted['zip'], inputs, out)) == 0
   assert '3 of 3 images already finished' in capsys.readouterr().err
   assert (out / 'metrics.csv').read_bytes() == before
 
@@ -165,22 +165,22 @@ def test_crash_between_metrics_row_and_manifest(tmp_path, converted, inputs,
 
   monkeypatch.setattr(resume.Manifest, 'add', crash_on_cat)
   with pytest.raises(Crash):
-    run.run(config)
+    run.main(config)
   monkeypatch.setattr(resume.Manifest, 'add', real_add)
-  assert run.run(config) == 0
+  assert run.main(config) == 0
   _assert_same_results(reference, tmp_path / 'out')  # no duplicated cat row
 
 
 def test_nan_image_fails_alone(tmp_path, converted, inputs, monkeypatch, capsys):
-  real_load = inputs.load_image
+  real_load = input_files.load_image
 
   def poisoned(path, resolution):
     image = real_load(path, resolution)
     return image * np.nan if 'cameraman' in path else image
 
-  monkeypatch.setattr(data, 'load_image', poisoned)
+  monkeypatch.setattr(input_files, 'load_image', poisoned)
   out = tmp_path / 'out'
-  assert run.run(_base_config(converted['zip'], inputs, out)) == 1
+  assert run.main(_base_config(converted['zip'], inputs, out)) == 1
   err = capsys.readouterr().err
   assert 'failed' in err and 'cameraman' in err and 'NaN' in err
   rows = [r['image'] for r in csv.DictReader(open(out / 'metrics.csv'))]
@@ -212,7 +212,7 @@ def test_four_devices_match_one(tmp_path, converted, inputs, reference):
   code = ('import jax, sys; from sphinx_jax import run; '
           'sys.path.insert(0, "tests"); from test_resume import _base_config; '
           'assert len(jax.local_devices()) == 4; '
-          f'sys.exit(run.run(_base_config({converted["zip"]!r}, {str(inputs)!r}, '
+          f'sys.exit(run.main(_base_config({converted["zip"]!r}, {str(inputs)!r}, '
           f'{str(out)!r}, batch_size=3)))')
   flags = os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=4'
   result = run_cli('-c', code, env={'XLA_FLAGS': flags})
@@ -337,24 +337,26 @@ def test_bad_distributed_setup_is_one_line(tmp_path, converted, inputs, flags,
 
 
 def test_distributed_setup_from_config_or_environment():
-  from sphinx_jax import hosts
   from sphinx_jax.errors import SphinxError
+  from sphinx_jax.runtime import hosts
   cfg = load_config('invert').distributed
-  assert hosts.distributed_args(cfg, {}) is None
-  assert hosts.distributed_args(cfg, {'SLURM_NTASKS': '1'}) is None
+  args = lambda cfg, env: hosts.distributed_args(
+      run.distributed_from_config(cfg), env)
+  assert args(cfg, {}) is None
+  assert args(cfg, {'SLURM_NTASKS': '1'}) is None
   # Launchers JAX detects itself: it fills in every value.
   for env in ({'SLURM_NTASKS': '4'}, {'OMPI_COMM_WORLD_SIZE': '2'},
               {'TPU_WORKER_HOSTNAMES': 'worker-0,worker-1'}):
-    assert hosts.distributed_args(cfg, env) == {}
+    assert args(cfg, env) == {}
   env = {'JAX_COORDINATOR_ADDRESS': 'head.example:1234', 'JAX_NUM_PROCESSES': '2',
          'JAX_PROCESS_ID': '1', 'SLURM_NTASKS': '4'}
-  assert hosts.distributed_args(cfg, env) == dict(
+  assert args(cfg, env) == dict(
       coordinator_address='head.example:1234', num_processes=2, process_id=1)
   with pytest.raises(SphinxError, match="JAX_PROCESS_ID='one': must be an integer"):
-    hosts.distributed_args(cfg, {**env, 'JAX_PROCESS_ID': 'one'})
+    args(cfg, {**env, 'JAX_PROCESS_ID': 'one'})
   cfg.update({'coordinator_address': 'other.example:99', 'num_processes': 3,
               'process_id': 2})  # the config wins
-  assert hosts.distributed_args(cfg, env) == dict(
+  assert args(cfg, env) == dict(
       coordinator_address='other.example:99', num_processes=3, process_id=2)
   cfg.update({'coordinator_address': '', 'num_processes': 1, 'process_id': 0})
-  assert hosts.distributed_args(cfg, env) is None  # one process, explicitly
+  assert args(cfg, env) is None  # one process, explicitly

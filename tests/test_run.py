@@ -3,13 +3,16 @@
 import csv
 import json
 import shutil
+import types
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from conftest import REPO, run_cli
+from conftest import REPO, load_config, run_cli
+from sphinx_jax import run
+from sphinx_jax.errors import SphinxError
 
 SAMPLES = REPO / 'samples'
 
@@ -23,18 +26,39 @@ def inputs(tmp_path):
   return d
 
 
-def _run(generator, inputs, outdir, *overrides):
+_SMALL = dict(steps=3, batch_size=2, num_vicinal=2, save_every=1)
+
+
+def _cli(generator, inputs, outdir, *overrides):
+  """The command line itself, in a subprocess."""
   return run_cli('-m', 'sphinx_jax.run', '--config', 'configs/invert.py',
                  f'--config.generator={generator}', f'--config.inputs={inputs}',
-                 f'--config.outdir={outdir}', '--config.steps=3',
-                 '--config.batch_size=2', '--config.num_vicinal=2',
-                 '--config.save_every=1', *overrides)
+                 f'--config.outdir={outdir}',
+                 *[f'--config.{k}={v}' for k, v in _SMALL.items()], *overrides)
+
+
+def _run(capsys, generator, inputs, outdir, **overrides):
+  """The same run in-process, through the command's own door."""
+  config = load_config('invert', generator=str(generator), inputs=str(inputs),
+                       outdir=str(outdir), **{**_SMALL, **overrides})
+  code = run.main(config)
+  out = capsys.readouterr()
+  return types.SimpleNamespace(returncode=code, stdout=out.out,
+                               stderr=out.err)
+
+
+def test_the_command_line_end_to_end(tmp_path, converted, inputs):
+  result = _cli(converted['zip'], inputs, tmp_path / 'out')
+  assert result.returncode == 0, result.stderr
+  assert 'Traceback' not in result.stderr
+  assert 'astronaut' in result.stdout and 'cameraman' in result.stdout
+  assert (tmp_path / 'out' / 'cameraman' / 'codes' / 'config.json').exists()
 
 
 @pytest.mark.parametrize('method', ['sphinx', 'wplus', 'wplus_noise', 'w'])
-def test_every_method_end_to_end(tmp_path, converted, inputs, method):
+def test_every_method_end_to_end(tmp_path, converted, inputs, method, capsys):
   out = tmp_path / 'out'
-  result = _run(converted['zip'], inputs, out, f'--config.method={method}')
+  result = _run(capsys, converted['zip'], inputs, out, method=method)
   assert result.returncode == 0, result.stderr
   assert 'Traceback' not in result.stderr
   assert 'step 3/3' in result.stderr  # the progress line
@@ -64,10 +88,11 @@ def test_every_method_end_to_end(tmp_path, converted, inputs, method):
   assert 'astronaut' in result.stdout and 'cameraman' in result.stdout
 
 
-def test_broken_file_is_skipped_and_the_rest_finishes(tmp_path, converted, inputs):
+def test_broken_file_is_skipped_and_the_rest_finishes(tmp_path, converted, inputs,
+                                                      capsys):
   (inputs / 'broken.png').write_bytes(b'\x89PNG\r\n\x1a\n not really')
   out = tmp_path / 'out'
-  result = _run(converted['zip'], inputs, out, '--config.method=wplus')
+  result = _run(capsys, converted['zip'], inputs, out, method='wplus')
   assert result.returncode == 1
   skipped = [l for l in result.stderr.splitlines() if l.startswith('skipped')]
   assert len(skipped) == 1 and 'broken.png' in skipped[0]
@@ -76,15 +101,17 @@ def test_broken_file_is_skipped_and_the_rest_finishes(tmp_path, converted, input
   assert sorted(r['image'] for r in rows) == ['astronaut', 'cameraman']
 
 
-def test_reference_images_are_used_for_metrics(tmp_path, converted, inputs):
+def test_reference_images_are_used_for_metrics(tmp_path, converted, inputs,
+                                               capsys):
   refs = tmp_path / 'refs'
   refs.mkdir()
   Image.new('RGB', (32, 32), (0, 0, 0)).save(refs / 'astronaut.png')
   out = tmp_path / 'out'
-  result = _run(converted['zip'], inputs, out, '--config.method=wplus',
-                f'--config.references={refs}')
+  result = _run(capsys, converted['zip'], inputs, out, method='wplus',
+                references=str(refs))
   assert result.returncode == 0, result.stderr
-  plain = _run(converted['zip'], inputs, tmp_path / 'plain', '--config.method=wplus')
+  plain = _run(capsys, converted['zip'], inputs, tmp_path / 'plain',
+               method='wplus')
   rows = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
   base = {r['image']: r for r in csv.DictReader(open(tmp_path / 'plain' / 'metrics.csv'))}
   assert plain.returncode == 0
@@ -102,14 +129,27 @@ def test_reference_images_are_used_for_metrics(tmp_path, converted, inputs):
     ('--config.stepz=3', 'unknown config field'),
     ('--config.steps=abc', 'bad flag'),
     ('--config.method=magic', 'config.method'),
-    ('--config.batch_size=0', 'config.batch_size'),
-    ('--config.generator=/nonexistent', 'no such generator directory'),
-    ('--config.inputs=/nonexistent/*.png', 'no image files'),
 ])
-def test_bad_config_is_one_line(tmp_path, converted, inputs, override, message):
-  result = _run(converted['zip'], inputs, tmp_path / 'out', override)
+def test_bad_command_line_is_one_line(tmp_path, converted, inputs, override,
+                                      message):
+  result = _cli(converted['zip'], inputs, tmp_path / 'out', override)
   assert result.returncode != 0
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith('error:') and message in lines[0], \
       result.stderr
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('override,message', [
+    (dict(batch_size=0), 'config.batch_size = 0: must be at least 1'),
+    (dict(generator='/nonexistent'), 'no such generator directory'),
+    (dict(inputs='/nonexistent/*.png'), 'no image files'),
+    (dict(lr=-1.0), 'config.lr = -1.0: must be positive'),
+])
+def test_bad_config_is_one_error(tmp_path, converted, inputs, override, message,
+                                 capsys):
+  args = {'generator': converted['zip'], 'inputs': inputs, **override}
+  with pytest.raises(SphinxError, match=message):
+    _run(capsys, args.pop('generator'), args.pop('inputs'), tmp_path / 'out',
+         **args)
   assert not (tmp_path / 'out' / 'metrics.csv').exists()

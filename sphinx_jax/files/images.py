@@ -1,11 +1,11 @@
 """Image arrays <-> files. Arrays are float NHWC in [-1, 1]."""
 
 import math
-import os
-import tempfile
 
 import numpy as np
 from PIL import Image
+
+from sphinx_jax.files import atomic
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -27,15 +27,5 @@ def grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
 
 
 def save_png(image: np.ndarray, path: str) -> None:
-  """Writes an (H, W, 3) uint8 array; a temporary file then a rename, so an
-  interruption never leaves a half-written PNG."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.png', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      Image.fromarray(image).save(f, format='PNG')
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  """Writes an (H, W, 3) uint8 array, atomically."""
+  atomic.write_file(path, lambda f: Image.fromarray(image).save(f, format='PNG'))

@@ -5,7 +5,7 @@ K targets x_k = T(x, a_k) (a_0 the identity) are reconstructed together by
 one set of SPHInX heads Ps, Pc and noise maps B, through K codes
 w+_k = w+ + alpha_k * D_normalised: w+ comes from Ps on a fresh z+ draw and
 the content from Pc on a fresh s draw at every step, exactly as
-`methods.sphinx()` feeds G; D (n_latent, w_dim) has its rows normalised to
+`methods.Sphinx` feeds G; D (n_latent, w_dim) has its rows normalised to
 unit length before use; alpha_0 = 0 is fixed and alpha_1..alpha_{K-1} are
 learned (initialised at 0). A monotonic penalty spaces the alphas out, so
 that walking alpha along D replays the transformation.
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sphinx_jax.inversion import engine, methods, metrics
+from sphinx_jax.inversion import methods, metrics, objective
 from sphinx_jax.models import lpips
 from sphinx_jax.errors import SphinxError
 from sphinx_jax.models.generator import Generator
@@ -31,7 +31,7 @@ Array = jax.Array
 IDENTITY = {'rotation': 0.0, 'brightness': 1.0, 'zoom': 1.0}
 # Rotation and zoom-out uncover pixels outside the image: they are black.
 _FILL = -1.0
-_SPHINX = methods.sphinx()
+_SPHINX = methods.Sphinx()
 _features = jax.jit(lpips.features)
 
 
@@ -110,9 +110,6 @@ def _labels(state: dict[str, Any], schedule_all: bool) -> dict[str, Any]:
           'alphas': other}
 
 
-_METHOD = dataclasses.replace(_SPHINX, name='attribute', labels=_labels)
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """What the optimisation needs from the config (see configs/edit.py)."""
@@ -126,11 +123,12 @@ class Settings:
   seed: int = 0
 
   def tx(self, steps) -> optax.GradientTransformation:
-    return engine.make_optimizer(_METHOD, self.lr, steps, self.schedule_all)
+    return objective.make_optimizer(
+        lambda state: _labels(state, self.schedule_all), self.lr, steps)
 
 
 def init_state(key: Array, g: Generator, num_targets: int) -> dict[str, Any]:
-  """SPHInX's heads and noise maps (as methods.sphinx() initialises them), a
+  """SPHInX's heads and noise maps (as methods.Sphinx initialises them), a
   N(0, 1) direction and the K - 1 learned alphas at 0."""
   k_heads, k_direction = jax.random.split(key)
   return {**_SPHINX.init(k_heads, g),

@@ -19,9 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sphinx_jax.inversion import methods, objective, operators
 from sphinx_jax.models import lpips
-from sphinx_jax.inversion import methods, operators
 from sphinx_jax.models.generator import Generator
+from sphinx_jax.runtime.sharding import Placement
 
 Array = jax.Array
 # The stream of the per-step key the operator's own noise is drawn from.
@@ -30,7 +31,7 @@ _OPERATOR_STREAM = 0x0FE2
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-  """What the engine needs from the config (see configs/invert.py)."""
+  """One inversion setting (README, "Configuration", has every field)."""
   method: str = 'sphinx'
   steps: int = 5000
   lr: Optional[float] = None  # None: the method's default
@@ -45,43 +46,25 @@ class Settings:
   # The forward operator the loss sees the generated image through.
   operator: operators.Identity = operators.Identity()
 
-  @classmethod
-  def from_config(cls, config) -> 'Settings':
-    return cls(**{f.name: config[f.name] for f in dataclasses.fields(cls)
-                  if f.name != 'operator'},
-               operator=operators.from_config(config.operator))
-
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Everything the compiled functions depend on besides array shapes."""
-  method_name: str
+  method: methods.Method
   lr: float
   schedule_all: bool
   mse_weight: float
   lpips_weight: float  # 0 when LPIPS is off
   num_vicinal: int
-  w_std: Optional[float]
   dtype: str = 'float32'
   operator: operators.Identity = operators.Identity()
-
-  @property
-  def method(self) -> methods.Method:
-    return methods.get(self.method_name, self.w_std)
 
   def tx(self, steps) -> optax.GradientTransformation:
     """The optimiser for a run of `steps` (a traced value inside the step,
     so runs of any length share one compiled program)."""
-    return make_optimizer(self.method, self.lr, steps, self.schedule_all)
-
-
-def make_optimizer(method: methods.Method, lr: float, steps: int,
-                   schedule_all: bool) -> optax.GradientTransformation:
-  """Adam(0.9, 0.999, 1e-8) per group; 'scheduled' leaves follow the ramp."""
-  schedule = lambda count: lr * methods.lr_ramp(count / steps)
-  return optax.multi_transform(
-      {'scheduled': optax.adam(schedule), 'constant': optax.adam(lr)},
-      lambda state: method.labels(state, schedule_all))
+    return objective.make_optimizer(
+        lambda state: self.method.labels(state, self.schedule_all), self.lr,
+        steps)
 
 
 def image_keys(seed: int, identities: np.ndarray) -> Array:
@@ -234,7 +217,7 @@ def _view(operator, op_params, observations):
 class Result:
   """Per-image outputs of one batch: arrays whose leading axis is the batch,
   sharded like it (np.asarray takes them whole in a one-process run;
-  `Inverter.local` takes this process's rows in any run)."""
+  `Placement.local` takes this process's rows in any run)."""
   state: Any
   reconstruction: Array  # the last step's draw (the official output)
   mean: Array  # mean image over num_vicinal draws
@@ -244,133 +227,69 @@ class Result:
   losses: Array  # (B,) at the last step
 
 
-def batch_mesh(devices: Optional[list] = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over `devices` (default: the local ones); images are split
-  along its axis."""
-  return jax.sharding.Mesh(np.array(devices or jax.local_devices()), ('batch',))
-
-
-def _local_rows(x) -> np.ndarray:
-  if x.is_fully_addressable:
-    return np.asarray(x)
-  shards = sorted((s for s in x.addressable_shards if s.replica_id == 0),
-                  key=lambda s: s.index[0].start)
-  return np.concatenate([np.asarray(s.data) for s in shards])
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _row(replicated, tree, i):
-  return jax.lax.with_sharding_constraint(
-      jax.tree_util.tree_map(lambda x: x[i], tree), replicated)
-
-
 class Inverter:
   """Inverts batches of images onto one generator with one setting.
 
-  With a mesh, the batch axis of everything per-image (targets, keys, state,
-  Adam state) is sharded over the mesh's devices and the generator and LPIPS
-  parameters are replicated. The mesh may span the devices of several
-  processes (jax.distributed): each process then passes its own rows of a
-  batch (a multiple of its number of devices, `padded_batch_size`) and the
-  batch is all processes' rows, in process order. Every method but `local`
-  must then be called by all processes together.
+  Everything per-image (targets, keys, state, Adam state) is placed by
+  `placement`: split along the batch axis over its mesh's devices, the
+  generator and LPIPS weights replicated. The mesh may span the devices of
+  several processes (jax.distributed): each process then passes its own rows
+  of a batch (`placement.padded_batch_size`) and every method must be called
+  by all processes together.
   """
 
   def __init__(self, g: Generator, settings: Settings,
-               mesh: Optional[jax.sharding.Mesh] = None):
+               placement: Optional[Placement] = None):
     self.settings = settings
-    self.mesh = mesh
-    replicated = (None if mesh is None else
-                  jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    self.g = g if mesh is None else jax.device_put(g, replicated)
-    method = settings.method
-    self.lr = settings.lr if settings.lr is not None else methods.DEFAULT_LR[method]
+    self.placement = placement or Placement()
+    self.g = self.placement.replicate(g)
+    self.method = methods.get(settings.method).for_generator(g)
+    self.lr = settings.lr if settings.lr is not None else self.method.default_lr
     self.operator = settings.operator
-    use_lpips = (settings.lpips_weight > 0 and self.operator.lpips and
-                 g.resolution >= settings.lpips_min_resolution)
     self.plan = Plan(
-        method_name=method, lr=self.lr,
+        method=self.method, lr=self.lr,
         schedule_all=settings.lr_schedule == 'all',
         mse_weight=settings.mse_weight,
-        lpips_weight=settings.lpips_weight if use_lpips else 0.0,
-        num_vicinal=settings.num_vicinal,
-        w_std=methods.w_spread(g) if method == 'w' else None,
-        dtype=settings.dtype, operator=self.operator)
-    self.lpips_params = lpips.load_params()
-    if mesh is not None:
-      self.lpips_params = jax.device_put(self.lpips_params, replicated)
+        lpips_weight=objective.lpips_weight(
+            settings.lpips_weight, g.resolution, settings.lpips_min_resolution,
+            self.operator.lpips),
+        num_vicinal=settings.num_vicinal, dtype=settings.dtype,
+        operator=self.operator)
+    self.lpips_params = self.placement.replicate(lpips.load_params())
     # What the steps compute with (cast copies for bfloat16).
     self.g_compute = dataclasses.replace(compute_copy(self.g, settings.dtype),
                                          remat=settings.remat)
     self.lpips_compute = compute_copy(self.lpips_params, settings.dtype)
+    self._steps_total = jax.device_put(np.int32(settings.steps))
 
-  @property
-  def num_devices(self) -> int:
-    """The devices this process's rows of a batch are split over."""
-    if self.mesh is None:
-      return 1
-    return sum(d.process_index == jax.process_index()
-               for d in self.mesh.devices.flat)
-
-  def padded_batch_size(self, n: int) -> int:
-    """The smallest batch >= n that divides evenly over the devices."""
-    return -(-n // self.num_devices) * self.num_devices
-
-  def shard(self, x):
-    """Places this process's rows of a per-image array (or pytree of them)
-    as the batch sharded over the mesh."""
-    if self.mesh is None:
-      return jax.tree_util.tree_map(jnp.asarray, x)
-    sharding = jax.sharding.NamedSharding(self.mesh,
-                                          jax.sharding.PartitionSpec('batch'))
-    return jax.tree_util.tree_map(
-        lambda a: jax.make_array_from_process_local_data(sharding,
-                                                         np.asarray(a)), x)
-
-  @staticmethod
-  def local(x):
-    """This process's rows of per-image arrays (or a pytree of them), as
-    numpy: all rows in a one-process run."""
-    return jax.tree_util.tree_map(_local_rows, x)
-
-  def row(self, tree, i: int):
-    """Row `i` of the batch of every leaf of `tree`, as numpy on every
-    process (gathered from the process that holds it)."""
-    if self.mesh is None:
-      return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)
-    replicated = jax.sharding.NamedSharding(self.mesh,
-                                            jax.sharding.PartitionSpec())
-    return jax.tree_util.tree_map(np.asarray,
-                                  _row(replicated, tree, np.int32(i)))
-
-  def init(self, identities: np.ndarray):
+  def init(self, identities):
     """Keys, states and Adam states for a batch of image identities."""
-    keys = _image_keys(self.settings.seed,
-                       self.shard(np.asarray(identities, np.uint32)))
+    keys = _image_keys(self.settings.seed, self.placement.shard(
+        np.asarray(identities, np.uint32)))
     state, opt_state = _init(self.plan, keys, self.g)
     return keys, state, opt_state
 
-  def operator_params(self, identities: np.ndarray):
+  def operator_params(self, identities):
     """The forward operator's parameters for a batch (leading axis)."""
-    return self.shard(operators.batch_params(
+    return self.placement.shard(operators.batch_params(
         self.operator, self.settings.seed, identities, self.g.resolution))
 
-  def observe(self, images: np.ndarray, identities: np.ndarray, op_params,
-              given: bool = False) -> np.ndarray:
-    """The observations of a batch: synthesised from (B, R, R, 3) clean
-    images (their noise drawn from the seed and each image's identity), or
-    with `given`, made from observations loaded at `operator.load_size`."""
-    images = self.shard(np.asarray(images, np.float32))
+  def observe(self, images, identities, op_params, given: bool = False
+              ) -> Array:
+    """The observations of a batch, on the devices: synthesised from
+    (B, R, R, 3) clean images (their noise drawn from the seed and each
+    image's identity), or with `given`, made from observations loaded at
+    `operator.load_size`."""
+    images = self.placement.shard(images)
     if given:
-      return self.local(_from_file(self.operator, op_params, images))
-    keys = _observation_keys(self.settings.seed,
-                             self.shard(np.asarray(identities, np.uint32)))
-    return self.local(_observe(self.operator, op_params, images, keys))
+      return _from_file(self.operator, op_params, images)
+    keys = _observation_keys(self.settings.seed, self.placement.shard(
+        np.asarray(identities, np.uint32)))
+    return _observe(self.operator, op_params, images, keys)
 
-  def view(self, op_params, observations) -> np.ndarray:
+  def view(self, op_params, observations) -> Array:
     """(B, R, R, 3) pictures of the observations (observation.png)."""
-    return self.local(_view(self.operator, op_params,
-                            self.shard(np.asarray(observations, np.float32))))
+    return _view(self.operator, op_params, self.placement.shard(observations))
 
   def target_features(self, targets: Array):
     """LPIPS features of the targets, computed once per batch."""
@@ -383,23 +302,23 @@ class Inverter:
     """One optimisation step for the whole batch; returns the new state, Adam
     state, (B,) losses and the (B, H, W, 3) images generated at this step."""
     return _step(self.plan, state, opt_state, keys, targets, target_feats,
-                 op_params, np.int32(step), np.int32(self.settings.steps),
+                 op_params, jax.device_put(np.int32(step)), self._steps_total,
                  self.g_compute, self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, op_params,
             first: int, count: int):
     """`count` steps from step `first` in one dispatch; returns what `step`
     returns, with the losses and images of the last of them."""
+    first, count = jax.device_put((np.int32(first), np.int32(count)))
     return _steps(self.plan, state, opt_state, keys, targets, target_feats,
-                  op_params, np.int32(first), np.int32(count),
-                  np.int32(self.settings.steps), self.g_compute,
+                  op_params, first, count, self._steps_total, self.g_compute,
                   self.lpips_compute)
 
   def estimate(self, state, keys):
     """(mean image, std image, mean W+, mean content) over vicinal draws."""
     return _estimate(self.plan, state, keys, self.g_compute)
 
-  def invert(self, targets: np.ndarray, identities: np.ndarray,
+  def invert(self, targets, identities,
              on_step: Optional[Callable[..., None]] = None,
              start: Optional[tuple[Any, Any, int]] = None,
              every: int = 1, op_params=None) -> Result:
@@ -407,8 +326,9 @@ class Inverter:
     or with a forward operator, its observations.
 
     Args:
-      targets: the images or observations (B a multiple of the number of
-        devices; with a mesh over several processes, this process's rows).
+      targets: the images or observations, host arrays or already placed
+        (B a multiple of the number of devices; with a mesh over several
+        processes, this process's rows).
       identities: (B,) integers naming the images (seed their random draws).
       on_step: called as on_step(step, losses, images, state, opt_state)
         after every `every` steps and after the last (a checkpoint may copy
@@ -418,7 +338,7 @@ class Inverter:
       every: steps per dispatch; the steps in between run on the device.
       op_params: the operator's parameters (default: `operator_params`).
     """
-    targets = self.shard(np.asarray(targets, np.float32))
+    targets = self.placement.shard(targets)
     keys, state, opt_state = self.init(identities)
     if op_params is None:
       op_params = self.operator_params(identities)
@@ -439,5 +359,5 @@ class Inverter:
     return Result(
         state=state, reconstruction=image, mean=mean, std=std,
         wplus_mean=wplus_mean,
-        content_mean=content_mean if self.settings.method == 'sphinx' else None,
+        content_mean=content_mean if self.method.has_content else None,
         losses=losses)

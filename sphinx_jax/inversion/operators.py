@@ -13,6 +13,7 @@ Every operator works on ONE image (the engine vmaps over the batch), an
   from_file(params, img)     -> y from an observation loaded from a file at
                                 `load_size(R)` pixels
   view(params, y)            -> an (R, R, 3) picture of y (observation.png)
+  check(R)                   -> raises a SphinxError if A cannot work at R
 
 `lpips` says whether A(x) is an image LPIPS can compare (a full-size image);
 elsewhere the loss is the MSE alone, in A's output space.
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sphinx_jax.errors import SphinxError, check_fields
+from sphinx_jax.errors import SphinxError
 
 Array = jax.Array
 # ITU-R BT.601 luma, as Pillow's convert('L').
@@ -61,6 +62,10 @@ class Identity:
 
   def observe(self, params, x: Array, key: Array) -> Array:
     return self.apply(params, x, key)
+
+  def check(self, resolution: int) -> None:
+    """Raises a SphinxError if the operator cannot work at `resolution`."""
+    del resolution
 
   def load_size(self, resolution: int) -> int:
     return resolution
@@ -207,6 +212,11 @@ class SuperResolution(Identity):
       return x.reshape(r // f, f, r // f, f, 3).mean(axis=(1, 3))
     return jax.image.resize(x, (r // f, r // f, 3), 'bicubic', antialias=True)
 
+  def check(self, resolution: int) -> None:
+    if resolution % self.factor:
+      raise SphinxError(f'config.operator.factor = {self.factor}: must be at '
+                        f'least 2 and divide the resolution {resolution}')
+
   def load_size(self, resolution: int) -> int:
     return resolution // self.factor
 
@@ -236,30 +246,6 @@ class Grayscale(Identity):
 
 OPERATORS = {op.name: op for op in (Identity, Denoise, CompressedSensing,
                                     Inpaint, SuperResolution, Grayscale)}
-
-
-def from_config(cfg, resolution: Optional[int] = None) -> Identity:
-  """The operator that `config.operator` names, its settings checked; with
-  `resolution`, also against the generator's size."""
-  name = cfg.name
-  if name not in OPERATORS:
-    raise SphinxError(f'config.operator.name = {name!r}: must be one of '
-                      f'{", ".join(OPERATORS)}')
-  checks = {
-      'denoise': (('sigma', cfg.sigma > 0, 'positive'),),
-      'cs': (('fraction', 0 < cfg.fraction <= 1, 'in (0, 1]'),),
-      'inpaint': (('box', 0 < cfg.box < 1, 'in (0, 1)'),),
-      'sr': (('factor', cfg.factor >= 2 and (resolution is None or
-                                             resolution % cfg.factor == 0),
-              'at least 2' + (f' and divide the resolution {resolution}'
-                              if resolution else '')),
-             ('kernel', cfg.kernel in ('area', 'bicubic'),
-              "'area' or 'bicubic'")),
-  }
-  check_fields(cfg, checks.get(name, ()), 'config.operator.')
-  fields = {f.name: cfg[f.name]
-            for f in dataclasses.fields(OPERATORS[name])}
-  return OPERATORS[name](**fields)
 
 
 def batch_params(op: Identity, seed: int, identities, resolution: int) -> Any:

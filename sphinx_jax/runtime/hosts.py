@@ -15,6 +15,7 @@ likewise saved by all processes together (process 0 writes the files).
 """
 
 import csv
+import dataclasses
 import glob
 import json
 import os
@@ -26,13 +27,23 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from sphinx_jax.errors import SphinxError
 from sphinx_jax.files import outputs
-from sphinx_jax.errors import SphinxError, check_fields
 
 T = TypeVar('T')
 # Where launchers whose jobs JAX's cluster detection sets up (Slurm, Open MPI)
 # put the number of processes.
 _LAUNCHER_SIZES = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+  """How this process joins a jax.distributed job (README, "Several
+  hosts"); unset fields come from the environment."""
+  coordinator_address: str = ''  # host:port of process 0
+  num_processes: Optional[int] = None  # 1: one process
+  process_id: Optional[int] = None
+  initialization_timeout: int = 300  # seconds to wait for the others
 
 
 def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
@@ -45,25 +56,16 @@ def _env_int(environ: Mapping[str, str], name: str) -> Optional[int]:
                       'must be an integer') from None
 
 
-def distributed_args(cfg, environ: Mapping[str, str]) -> Optional[dict[str, Any]]:
+def distributed_args(cfg: Distributed, environ: Mapping[str, str]
+                     ) -> Optional[dict[str, Any]]:
   """The arguments of jax.distributed.initialize for this job, or None when
   it is one process. None values are left to JAX's cluster detection.
 
-  In order: `config.distributed` (num_processes = 1: one process, whatever
+  In order: `cfg` (num_processes = 1: one process, whatever
   the environment); JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and
   JAX_PROCESS_ID; a Slurm or Open MPI job of several tasks, or a Cloud TPU
   slice of several hosts (TPU_WORKER_HOSTNAMES), set up by JAX itself.
   """
-  checks = (
-      ('num_processes', cfg.num_processes is None or cfg.num_processes >= 1,
-       'at least 1 (or unset)'),
-      ('process_id', cfg.process_id is None or
-       0 <= cfg.process_id < (cfg.num_processes or cfg.process_id + 1),
-       'in [0, num_processes) (or unset)'),
-      ('initialization_timeout', cfg.initialization_timeout >= 1,
-       'at least 1 (seconds)'),
-  )
-  check_fields(cfg, checks, 'config.distributed.')
   if cfg.num_processes == 1:
     return None
   if cfg.coordinator_address or cfg.num_processes:
@@ -100,7 +102,7 @@ def _wait_for_coordinator(address: str, timeout: float) -> None:
       time.sleep(0.5)
 
 
-def initialize(cfg) -> None:
+def initialize(cfg: Distributed) -> None:
   """Starts jax.distributed when `distributed_args` says so (and no caller
   has started it yet); must run before any JAX computation."""
   args = distributed_args(cfg, os.environ)

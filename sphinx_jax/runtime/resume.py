@@ -14,30 +14,21 @@ the checkpoints are of the global batch, saved by all processes together.
 """
 
 import glob
-import hashlib
 import json
 import os
-import shutil
 from typing import Any, Optional
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
+from sphinx_jax.files import atomic, checkpoints, generator_dir
 from sphinx_jax.runtime import hosts
-from sphinx_jax.files import outputs
-
-RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
-                 'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
-                 'references', 'dtype', 'observation', 'operator')
 
 
-def fingerprint(config) -> dict[str, Any]:
-  """The settings a run's results depend on, the generator by content."""
-  with open(os.path.join(config.generator, 'generator.json'), 'rb') as f:
-    generator = hashlib.sha256(f.read()).hexdigest()
-  values = config.to_dict()  # the operator's ConfigDict as a plain dict
-  return {'generator': generator, **{k: values[k] for k in RESULT_FIELDS}}
+def fingerprint(generator: str, results: dict[str, Any]) -> dict[str, Any]:
+  """What run.json records: the generator by content (`generator_dir.
+  identity`) and `results`, the settings the results depend on."""
+  return {'generator': generator_dir.identity(generator), **results}
 
 
 def _check_previous(path: str, fp: dict[str, Any]) -> Optional[str]:
@@ -68,7 +59,7 @@ def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
   hosts.raise_if_any(_check_previous(path, fp) if existed else None)
   if not existed and hosts.is_primary():
     os.makedirs(outdir, exist_ok=True)
-    outputs.write_json(fp, path)
+    atomic.write_json(path, fp)
   hosts.barrier('claimed')
   hosts.raise_if_any(
       None if os.path.exists(path) else
@@ -97,12 +88,7 @@ class Manifest:
     return names
 
   def add(self, name: str) -> None:
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-      os.write(fd, (json.dumps({'image': name}) + '\n').encode())
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+    atomic.append_line(self.path, json.dumps({'image': name}))
 
 
 class BatchCheckpoints:
@@ -112,10 +98,8 @@ class BatchCheckpoints:
   multi-host run, global arrays that every process saves its rows of)."""
 
   def __init__(self, directory: str, every: int, keep: int = 2):
-    self.directory = os.path.abspath(directory)
     self.every = every
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep))
+    self.checkpoints = checkpoints.Checkpoints(directory, keep)
 
   def due(self, step: int, steps: int) -> bool:
     done = step + 1
@@ -129,20 +113,18 @@ class BatchCheckpoints:
     copy = lambda x: jax.device_put(x, x.sharding, may_alias=False)
     tree = jax.tree_util.tree_map(
         copy, {'state': state, 'opt_state': opt_state, 'frames': frames})
-    self.manager.save(step, args=ocp.args.Composite(
-        arrays=ocp.args.StandardSave(tree),
-        meta=ocp.args.JsonSave({'names': names, 'frames': list(frames.shape)})))
+    self.checkpoints.save(step, tree, {'names': names,
+                                       'frames': list(frames.shape)})
 
   def restore(self, names: Any, state, opt_state
               ) -> Optional[tuple[Any, Any, int, jax.Array]]:
     """(state, opt_state, next step, frames) if the latest checkpoint is of
     the batch `names`; `state`/`opt_state` give the structure and placement
     (fresh ones will do), and the frames are placed like the state."""
-    step = self.manager.latest_step()
+    step = self.checkpoints.latest_step()
     if step is None:
       return None
-    meta = self.manager.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))['meta']
+    meta = self.checkpoints.meta(step)
     if meta.get('names') != names:
       return None
     abstract = jax.tree_util.tree_map(
@@ -151,15 +133,13 @@ class BatchCheckpoints:
     abstract['frames'] = jax.ShapeDtypeStruct(
         tuple(meta['frames']), np.uint8,
         sharding=jax.tree_util.tree_leaves(state)[0].sharding)
-    tree = self.manager.restore(step, args=ocp.args.Composite(
-        arrays=ocp.args.StandardRestore(abstract)))['arrays']
+    tree = self.checkpoints.restore(step, abstract)
     return tree['state'], tree['opt_state'], step + 1, tree['frames']
 
   def clear(self) -> None:
     """Drops every checkpoint once the batch's outputs are written."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    self.checkpoints.close()
     hosts.barrier('checkpoints closed')
     if hosts.is_primary():
-      shutil.rmtree(self.directory, ignore_errors=True)
+      self.checkpoints.remove()
     hosts.barrier('checkpoints cleared')

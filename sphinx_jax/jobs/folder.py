@@ -1,0 +1,313 @@
+"""Inverting a folder of images, resumably: `run(RunSettings)`, what
+`python -m sphinx_jax.run` does.
+
+Files -> arrays -> steps -> outputs: each batch is decoded on the host, goes
+to the devices once, is observed through the forward operator and inverted
+there, and comes back once to be written. A rerun skips finished images
+(the manifest) and continues the batch in progress from its checkpoint
+(runtime/resume.py).
+"""
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sphinx_jax import cli
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.files import animation, atomic, codes, generator_dir, images
+from sphinx_jax.files import inputs, outputs
+from sphinx_jax.inversion import engine, metrics
+from sphinx_jax.runtime import hosts, resume, sharding
+
+# The settings a run's results depend on (run.json): changing one of them on
+# an outdir is refused; the others may change between reruns.
+RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
+                 'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
+                 'references', 'dtype', 'observation', 'operator')
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+  """Every field of configs/invert.py, typed (README, "Configuration")."""
+  generator: str
+  inputs: str
+  outdir: str
+  inversion: engine.Settings = engine.Settings()
+  references: str = ''
+  batch_size: int = 4
+  save_every: int = 100
+  checkpoint_every: int = 0
+  steps_per_dispatch: int = 10
+  observation: str = 'synthesize'  # or 'given'
+  distributed: hosts.Distributed = hosts.Distributed()
+
+  def to_json(self) -> dict[str, Any]:
+    """The settings as config.json records them: the config's fields."""
+    values = dataclasses.asdict(self)
+    values.update(values.pop('inversion'))
+    values['operator'] = {'name': self.inversion.operator.name,
+                          **values['operator']}
+    return values
+
+  def results_key(self) -> dict[str, Any]:
+    values = self.to_json()
+    return {k: values[k] for k in RESULT_FIELDS}
+
+
+def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:
+  """Stacks `rows` and repeats the last (`blank` if there is none) so every
+  batch has the compiled batch size."""
+  filler = rows[-1] if rows else blank
+  return np.stack(list(rows) + [filler] * (size - len(rows)))
+
+
+@jax.jit
+def _choose(use_first, first, second):
+  return jnp.where(use_first[:, None, None, None], first, second)
+
+
+class _Batch:
+  """This process's part of one batch: its loaded images, their
+  observations and what its run collects.
+
+  `observations` are what the loss compares the operator's output with;
+  `refs` what the metrics compare the reconstruction with (and target.png
+  shows): the clean `references` image when given, else the clean input, or
+  for given observations, their picture (`Inverter.view`); observation.png
+  shows the observations' picture wherever that differs. Rows past the
+  loaded images are padding (a blank image where a process has none). The
+  arrays live on the devices, put there once.
+  """
+
+  def __init__(self, loaded, size: int, inverter: engine.Inverter,
+               given: bool, load_size: int):
+    self.items = [item for item, _, _ in loaded]
+    self.names = [item.name for item in self.items]
+    place = inverter.placement
+    resolution = inverter.g.resolution
+    self.ids = _pad([item.identity for item in self.items], size, np.uint32(0))
+    self.op_params = inverter.operator_params(self.ids)
+    pictures = place.shard(_pad([x for _, x, _ in loaded], size, np.zeros(
+        (load_size, load_size, 3), np.float32)))
+    self.observations = inverter.observe(pictures, self.ids, self.op_params,
+                                         given)
+    self.views = inverter.view(self.op_params, self.observations)
+    fallback = self.views if given else pictures
+    has_ref = [ref is not None for _, _, ref in loaded]
+    if any(has_ref):
+      blank = np.zeros((resolution, resolution, 3), np.float32)
+      refs = _pad([blank if ref is None else ref for _, _, ref in loaded],
+                  size, blank)
+      self.refs = _choose(place.shard(_pad(has_ref, size, np.bool_(False))),
+                          place.shard(refs), fallback)
+    else:
+      self.refs = fallback
+    # observation.png is written where it is not what target.png shows.
+    self.show_observation = [inverter.operator.name != 'identity' or ref
+                             for ref in has_ref]
+    self.frames: list[np.ndarray] = []
+
+
+def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
+                  settings: RunSettings, label: str) -> engine.Result:
+  """Runs one batch with progress frames, progress line and checkpoints;
+  `everyone` names the images of every process's part of it."""
+  place = inverter.placement
+  n, steps = len(batch.items), settings.inversion.steps
+  checkpoints = (resume.BatchCheckpoints(
+      os.path.join(settings.outdir, 'checkpoints'), settings.checkpoint_every)
+                 if settings.checkpoint_every else None)
+  start = None
+  if checkpoints is not None:
+    _, state, opt_state = inverter.init(batch.ids)
+    restored = checkpoints.restore(everyone, state, opt_state)
+    if restored is not None:
+      state, opt_state, first, frames = restored
+      start = (state, opt_state, first)
+      batch.frames = list(place.local(frames).transpose(1, 0, 2, 3, 4))
+      if n:
+        print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
+              f'after step {first}', file=sys.stderr)
+  progress = cli.Progress(label, steps, n)
+
+  def on_step(step, losses, imgs, state, opt_state):
+    if (step + 1) % settings.save_every == 0 or step == steps - 1:
+      batch.frames.append(animation.gif_frames(
+          images.to_uint8(place.local(imgs))))
+    if n:
+      progress.update(step, place.local(losses)[:n])
+    if checkpoints is not None and checkpoints.due(step, steps):
+      checkpoints.save(step, everyone, state, opt_state,
+                       place.shard(np.stack(batch.frames, axis=1)))
+
+  # Control returns to Python only where a frame or checkpoint is due.
+  every = math.gcd(settings.steps_per_dispatch, settings.save_every,
+                   settings.checkpoint_every)
+  result = inverter.invert(batch.observations, batch.ids, on_step, start,
+                           every, batch.op_params)
+  if checkpoints is not None:
+    checkpoints.clear()
+  return result
+
+
+def _write_codes(batch: _Batch, result: engine.Result,
+                 inverter: engine.Inverter, settings: RunSettings,
+                 config_json: dict[str, Any], finite: list[bool]) -> None:
+  """Every finished image's codes (`<outdir>/<image>/codes`), every
+  process's: all processes take part in each save, and Orbax writes the
+  files from process 0."""
+  tree = {'state': result.state, 'wplus_mean': result.wplus_mean}
+  if result.content_mean is not None:
+    tree['content_mean'] = result.content_mean
+  size = len(batch.ids)
+  parts = hosts.gather([[item.name, item.path, ok]
+                        for item, ok in zip(batch.items, finite)])
+  for p, part in enumerate(parts):
+    for i, (name, path, ok) in enumerate(part):
+      if ok:
+        codes.write_codes(os.path.join(settings.outdir, name, 'codes'),
+                          inverter.placement.row(tree, p * size + i),
+                          {**config_json, 'image': path})
+
+
+def _write_outputs(batch: _Batch, result: engine.Result,
+                   inverter: engine.Inverter, settings: RunSettings,
+                   config_json, table, manifest, seconds, evaluate
+                   ) -> tuple[list[dict[str, Any]], list[str]]:
+  """Writes each finished image of this process (and takes part in writing
+  every process's codes); returns its metrics rows and failures."""
+  scores = evaluate(inverter.lpips_params, result.reconstruction, batch.refs)
+  scores_mean = evaluate(inverter.lpips_params, result.mean, batch.refs)
+  (losses, reconstruction, mean, std, refs, views, scores, scores_mean
+   ) = inverter.placement.local(
+       (result.losses, result.reconstruction, result.mean, result.std,
+        batch.refs, batch.views, scores, scores_mean))
+  finite = [bool(np.isfinite(losses[i]) and np.isfinite(reconstruction[i]).all())
+            for i in range(len(batch.items))]
+  _write_codes(batch, result, inverter, settings, config_json, finite)
+  rows, failed = [], []
+  for i, item in enumerate(batch.items):
+    if not finite[i]:
+      print(f'failed {item.path}: the loss became NaN or infinite; no outputs '
+            'written (try a lower lr)', file=sys.stderr)
+      failed.append(item.name)
+      continue
+    outputs.write_image_results(
+        os.path.join(settings.outdir, item.name), refs[i], reconstruction[i],
+        mean[i], std[i], [f[i] for f in batch.frames],
+        views[i] if batch.show_observation[i] else None)
+    row = {'image': item.name, 'method': settings.inversion.method,
+           'steps': settings.inversion.steps, 'seconds': seconds,
+           **{k: float(v[i]) for k, v in scores.items()},
+           **{f'{k}_mean': float(v[i]) for k, v in scores_mean.items()}}
+    table.add(row)
+    manifest.add(item.name)
+    rows.append(row)
+  return rows, failed
+
+
+def _load_batch(batch, resolution, load_size, references):
+  """Decodes a batch at `load_size` (and references at `resolution`); broken
+  files are reported and left out."""
+  loaded, skipped = [], []
+  for item in batch:
+    try:
+      image = inputs.load_image(item.path, load_size)
+      ref = (inputs.load_image(references[item.name].path, resolution)
+             if item.name in references else None)
+      loaded.append((item, image, ref))
+    except SphinxError as e:
+      print(f'skipped {item.path}: {e}', file=sys.stderr)
+      skipped.append(item.name)
+  return loaded, skipped
+
+
+def _kept_rows(path: str, names: set[str]) -> list[dict[str, Any]]:
+  """The metrics rows of finished images (a crash may have left a row for
+  an image the manifest does not list), the file rewritten to hold just
+  those; metrics as floats."""
+  rows = [r for r in outputs.read_csv(path) if r.get('image') in names]
+  if os.path.exists(path):
+    outputs.write_csv(path, rows)
+  return [{**r, **{k: float(r[k]) for k in outputs.METRICS_COLUMNS[3:]}}
+          for r in rows]
+
+
+def run(settings: RunSettings) -> int:
+  """Inverts every image of `settings.inputs`; returns the exit status."""
+  hosts.initialize(settings.distributed)
+  g = generator_dir.load_generator(settings.generator)
+  operator = settings.inversion.operator
+  operator.check(g.resolution)
+  given = settings.observation == 'given'
+  load_size = operator.load_size(g.resolution) if given else g.resolution
+  all_items = inputs.discover(settings.inputs)
+  items = hosts.share(all_items)
+  references = ({r.name: r for r in inputs.discover(settings.references)}
+                if settings.references else {})
+  resumed = resume.claim_outdir(settings.outdir, resume.fingerprint(
+      settings.generator, settings.results_key()))
+  manifest = resume.Manifest(settings.outdir)
+  finished = manifest.finished()
+  metrics_path = os.path.join(settings.outdir, f'metrics{hosts.suffix()}.csv')
+  done_rows = _kept_rows(metrics_path, finished) if resumed else []
+  todo = [item for item in items if item.name not in finished]
+  if resumed:
+    print(f'resuming in {settings.outdir}: {len(items) - len(todo)} of '
+          f'{len(items)} images{hosts.suffix() and " of this process"} already '
+          'finished', file=sys.stderr)
+
+  inverter = engine.Inverter(g, settings.inversion, sharding.Placement(
+      sharding.batch_mesh(hosts.devices())))
+  size = inverter.placement.padded_batch_size(settings.batch_size)
+  table = outputs.MetricsTable(metrics_path)
+  config_json = {**settings.to_json(), 'lr_used': inverter.lr}
+  if hosts.is_primary():
+    atomic.write_json(os.path.join(settings.outdir, 'config.json'),
+                      config_json)
+  evaluate = jax.jit(metrics.evaluate)
+
+  rows, problems = [], []
+  groups = [todo[i:i + settings.batch_size]
+            for i in range(0, len(todo), settings.batch_size)]
+  # Processes step together: each runs as many batches as the busiest one,
+  # padding where it has run out of images.
+  count = max(hosts.gather(len(groups)))
+  for b in range(count):
+    group = groups[b] if b < len(groups) else []
+    loaded, skipped = _load_batch(group, g.resolution, load_size, references)
+    problems += skipped
+    everyone = hosts.gather([item.name for item, _, _ in loaded])
+    if not any(everyone):
+      continue
+    batch = _Batch(loaded, size, inverter, given, load_size)
+    start = time.perf_counter()
+    result = _invert_batch(inverter, batch, everyone, settings,
+                           f'[batch {b + 1}/{count}]')
+    seconds = (time.perf_counter() - start) / max(len(batch.items), 1)
+    new_rows, failed = _write_outputs(batch, result, inverter, settings,
+                                      config_json, table, manifest, seconds,
+                                      evaluate)
+    rows += new_rows
+    problems += failed
+  rows = done_rows + rows
+  hosts.barrier('finished')  # every process's manifest is complete
+  if hosts.suffix() and hosts.is_primary():
+    hosts.merge_metrics(settings.outdir, [item.name for item in all_items],
+                        manifest.finished())
+  if rows:
+    print(cli.format_table(rows))
+  total = sum(hosts.gather(len(problems)))
+  if total:
+    others = ' and the other processes\' logs' if hosts.suffix() else ''
+    print(f'{total} of {len(all_items)} images skipped or failed (see above'
+          f'{others})', file=sys.stderr)
+    return 1
+  return 0

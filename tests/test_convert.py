@@ -52,7 +52,7 @@ def test_cli_converts_without_torch(tmp_path, golden):
   out = tmp_path / 'g'
   # sys.modules['torch'] = None makes every `import torch` fail.
   code = ('import sys; sys.modules["torch"] = None; '
-          'from sphinx_jax.convert import main; '
+          'from convert_weights import main; '
           f'sys.exit(main([{str(LEGACY)!r}, {str(out)!r}]))')
   result = run_cli('-c', code)
   assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ import sphinx_jax
 from sphinx_jax import convert
 from sphinx_jax.files import generator_dir
 from sphinx_jax.models import stylegan2
-from sphinx_jax.convert import nvidia
+from sphinx_jax.convert import ada, pickle_scan, tensorflow
 from sphinx_jax.errors import ForbiddenGlobal, SphinxError
 import torch_writer
 from conftest import FIXTURES, nhwc, rel_err, run_cli
@@ -59,11 +59,11 @@ def dumps(obj, zip_storages: bool = False) -> bytes:
   def write(x, torch_arrays):
     if isinstance(x, Raw):
       return bytes(x)
-    if isinstance(x, nvidia.PersistentObject):
+    if isinstance(x, ada.PersistentObject):
       meta = {**x.meta, 'class_name': x.class_name, 'state': x.state}
       return (_global('torch_utils.persistence', '_reconstruct_persistent_obj') +
               b'(' + write(meta, True) + b'tR')
-    if isinstance(x, nvidia.Network):
+    if isinstance(x, tensorflow.Network):
       return (_global('dnnlib.tflib.network', 'Network') + b')\x81' +
               write(x.state, False) + b'b')
     if isinstance(x, dict):
@@ -91,7 +91,7 @@ def dumps(obj, zip_storages: bool = False) -> bytes:
 
 
 def _ada_records():
-  return nvidia.load_ada(ADA.read_bytes(), str(ADA))
+  return ada.load_ada(ADA.read_bytes(), str(ADA))
 
 
 def _module(rec, path):
@@ -117,7 +117,7 @@ def nv(tmp_path_factory):
       f'codes.append(main([{args[0]!r}, {str(root / name)!r}, *{args[1:]!r}]))'
       for name, args in jobs.items())
   code = ('import sys; sys.modules["torch"] = None; '
-          'from sphinx_jax.convert import main; codes = []; '
+          'from convert_weights import main; codes = []; '
           f'{calls}; sys.exit(max(codes))')
   result = run_cli('-c', code)
   assert result.returncode == 0, result.stderr
@@ -138,7 +138,7 @@ def gen(request, nv):
 # --- Detection ---------------------------------------------------------------
 
 def test_detection_lists_the_real_globals():
-  found, complete = nvidia.pickle_globals(ADA.read_bytes())
+  found, complete = pickle_scan.pickle_globals(ADA.read_bytes())
   assert complete
   # Protocol 4: STACK_GLOBAL operands come back through the memo.
   assert set(found) == {
@@ -147,8 +147,8 @@ def test_detection_lists_the_real_globals():
       ('torch._utils', '_rebuild_tensor_v2'), ('torch.storage', '_load_from_bytes'),
       ('numpy._core.multiarray', 'scalar'), ('numpy', 'dtype'),
       ('dnnlib.util', 'EasyDict')}
-  assert nvidia.detect(ADA.read_bytes(), 'a') == nvidia.ADA
-  assert nvidia.detect(TF.read_bytes(), 't') == nvidia.TENSORFLOW
+  assert pickle_scan.detect(ADA.read_bytes(), 'a') == pickle_scan.ADA
+  assert pickle_scan.detect(TF.read_bytes(), 't') == pickle_scan.TENSORFLOW
 
 
 @pytest.mark.parametrize('protocol', [0, 2, 4])
@@ -157,14 +157,14 @@ def test_embedded_source_does_not_fool_detection(protocol):
   src = ('import os\ncdnnlib.tflib.network\nNetwork\n'
          'ctorch_utils.persistence\n_reconstruct_persistent_obj\n')
   data = pickle.dumps({'module_src': src, 'build_module_src': src}, protocol)
-  assert nvidia.detect(data, 'x') is None
-  assert nvidia.pickle_globals(data) == ([], True)
+  assert pickle_scan.detect(data, 'x') is None
+  assert pickle_scan.pickle_globals(data) == ([], True)
 
 
 def test_detection_ignores_strings_inside_a_real_pickle():
   g = _ada_records()['G_ema']
   g.meta['module_src'] = 'cdnnlib.tflib.network\nNetwork\ncos\nsystem\n'
-  assert nvidia.detect(dumps({'G_ema': g}), 'x') == nvidia.ADA
+  assert pickle_scan.detect(dumps({'G_ema': g}), 'x') == pickle_scan.ADA
 
 
 def test_unknown_pickle_gets_one_line(tmp_path):
@@ -278,7 +278,7 @@ def test_ada_pickle_with_a_forbidden_global_is_refused(tmp_path):
   with pytest.raises(ForbiddenGlobal, match='posix.system'):
     convert.read_source(str(path))  # refused by the opcode walk
   with pytest.raises(ForbiddenGlobal, match='posix.system'):
-    nvidia.load_ada(path.read_bytes(), str(path))  # and by the unpickler
+    ada.load_ada(path.read_bytes(), str(path))  # and by the unpickler
   assert not marker.exists()
 
 
@@ -301,13 +301,13 @@ def _grayscale(g):
 
 
 def _stylegan3(g):
-  layer = lambda cls, **p: nvidia.PersistentObject(
+  layer = lambda cls, **p: ada.PersistentObject(
       cls, {'_parameters': {k: np.zeros(s, np.float32) for k, s in p.items()},
             '_modules': {}}, {})
   affine = layer('FullyConnectedLayer', weight=(4, 64), bias=(4,))
   l0 = layer('SynthesisLayer', weight=(8, 4, 3, 3))
   l0.state['_modules'] = {'affine': affine}
-  g.modules['synthesis'] = nvidia.PersistentObject('SynthesisNetwork', {
+  g.modules['synthesis'] = ada.PersistentObject('SynthesisNetwork', {
       '_modules': {'input': layer('SynthesisInput', freqs=(8, 2)), 'L0_36_8': l0}},
       {})
 
@@ -346,7 +346,7 @@ def test_ada_uses_g_ema_never_g(tmp_path):
 
 
 def _tf_networks():
-  return nvidia.load_tensorflow(TF.read_bytes(), str(TF))
+  return tensorflow.load_tensorflow(TF.read_bytes(), str(TF))
 
 
 def _tf_rename_torgb_lod(gs):
@@ -371,7 +371,7 @@ def test_tf_refusals(tmp_path, edit, message):
   g, d, gs = _tf_networks()
   edit(gs)
   path = _write(tmp_path, (g, d, gs))
-  assert nvidia.detect(path.read_bytes(), str(path)) == nvidia.TENSORFLOW
+  assert pickle_scan.detect(path.read_bytes(), str(path)) == pickle_scan.TENSORFLOW
   with pytest.raises(SphinxError, match=message) as e:
     convert.read_source(str(path))
   assert str(path) in str(e.value) and '\n' not in str(e.value)
@@ -433,7 +433,7 @@ def test_conv_clamp_in_generator_json():
 def test_ada_conv_clamp_is_read(tmp_path):
   g = _ada_records()['G_ema']
   g.state['_init_kwargs']['synthesis_kwargs']['conv_clamp'] = 256
-  for rec in nvidia._records(g):  # pylint: disable=protected-access
+  for rec in ada._records(g):  # pylint: disable=protected-access
     if 'conv_clamp' in rec.state:
       rec.state['conv_clamp'] = 256
   src = convert.read_source(str(_write(tmp_path, {'G_ema': g})))

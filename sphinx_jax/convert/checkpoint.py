@@ -15,44 +15,17 @@ from typing import Any, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from sphinx_jax.convert import nvidia, rosinality, torch_files
-from sphinx_jax.errors import SphinxError, check_tree
-from sphinx_jax.files.generator_dir import expected_tree, save_generator
+from sphinx_jax.convert import ada, pickle_scan, rosinality, tensorflow, torch_files
+from sphinx_jax.convert.source import Source
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.files.generator_dir import save_generator
 from sphinx_jax.models.generator import Generator, sample_w
 from sphinx_jax.models.stylegan2 import Architecture
 
 W_AVG_SAMPLES = 10_000
-
-
-@dataclasses.dataclass
-class Source:
-  """A generator read from a checkpoint, in the canonical layout."""
-  arch: Architecture
-  params: dict[str, Any]
-  noise: Optional[list[np.ndarray]]
-  w_avg: Optional[np.ndarray]
-  format: str
-
-
-def _read_rosinality(path: str, legacy: bool) -> Source:
-  ckpt = torch_files.load(path)
-  if isinstance(ckpt, dict) and 'g_ema' in ckpt:
-    sd, w_avg = ckpt['g_ema'], ckpt.get('latent_avg')
-  elif isinstance(ckpt, dict) and 'conv1.conv.weight' in ckpt:
-    sd, w_avg = ckpt, None  # a bare g_ema state dict
-  else:
-    keys = ', '.join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
-    raise SphinxError(f'{path}: no g_ema generator in this torch file (top level: {keys})')
-  if not isinstance(sd, dict):
-    raise SphinxError(f'{path}: g_ema is a {type(sd).__name__}, not a state dict')
-  arch, params, noise = rosinality.from_state_dict(sd, path)
-  if w_avg is not None:
-    w_avg = np.asarray(w_avg, np.float32).reshape(-1)
-    if w_avg.shape != (arch.w_dim,):
-      raise SphinxError(f'{path}: latent_avg has shape {w_avg.shape}, expected '
-                        f'({arch.w_dim},)')
-  return Source(arch, params, noise, w_avg,
-                'rosinality-legacy' if legacy else 'rosinality-zip')
+# pickle_scan's kinds -> (reader, the network it reads).
+_PICKLE_READERS = {pickle_scan.ADA: (ada.read_ada, 'G_ema'),
+                   pickle_scan.TENSORFLOW: (tensorflow.read_tensorflow, 'Gs')}
 
 
 def read_source(path: str) -> Source:
@@ -65,17 +38,26 @@ def read_source(path: str) -> Source:
   if not head:
     raise SphinxError(f'{path}: empty file')
   if torch_files.is_torch_file(head):
-    return _read_rosinality(path, legacy=head.startswith(torch_files.LEGACY_MAGIC))
+    return rosinality.read_rosinality(
+        path, legacy=head.startswith(torch_files.LEGACY_MAGIC))
   try:
     with open(path, 'rb') as f:
       data = f.read()
   except OSError as e:
     raise SphinxError(f'{path}: cannot read ({e.strerror})') from None
   # NVIDIA pickles: the globals they name (an opcode walk, nothing executed).
-  kind = nvidia.detect(data, path)
+  kind = pickle_scan.detect(data, path)
   if kind is None:
-    raise SphinxError(f'{path}: {nvidia.describe_unknown(data)}')
-  return Source(*nvidia.read(data, kind, path))
+    raise SphinxError(f'{path}: {pickle_scan.describe_unknown(data)}')
+  reader, what = _PICKLE_READERS[kind]
+  try:
+    return reader(data, path)
+  except (TypeError, ValueError, KeyError, AttributeError, IndexError,
+          RecursionError) as e:
+    # Allowed but malformed records (a kwarg of the wrong type, a state that
+    # is not a dict, a module that contains itself): one line, no traceback.
+    raise SphinxError(f'{path}: malformed {what} network ({type(e).__name__}: '
+                      f'{str(e).splitlines()[0] if str(e) else ""})') from None
 
 
 def truncate(src: Source, resolution: int) -> Source:
@@ -118,8 +100,6 @@ def convert(src_path: str, out_dir: str, resolution: Optional[int] = None,
     raise SphinxError(f'{out_dir}: exists and is not empty (pass --overwrite '
                       'to replace it)')
   src = read_source(src_path)
-  check_tree({'params': src.params}, {'params': expected_tree(src.arch, False)['params']},
-             src_path, 'generator')
   info = {'source': {'file': os.path.basename(src_path), 'format': src.format,
                      'sha256': sha256(src_path),
                      'resolution': src.arch.resolution}}

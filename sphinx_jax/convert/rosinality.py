@@ -9,13 +9,13 @@ tensors' shapes; the rename table below must account for every key.
 
 import functools
 import re
-from typing import Any
 
 import numpy as np
 
-from sphinx_jax.convert import rename
-from sphinx_jax.models import stylegan2
+from sphinx_jax.convert import rename, torch_files
+from sphinx_jax.convert.source import Source
 from sphinx_jax.errors import SphinxError
+from sphinx_jax.models import stylegan2
 from sphinx_jax.models.stylegan2 import Architecture
 
 # Per-layer renames: torch suffix -> (canonical path, transform).
@@ -79,24 +79,38 @@ def rename_table(arch: Architecture) -> rename.Table:
   return table
 
 
-def from_state_dict(sd: dict[str, np.ndarray], source: str
-                    ) -> tuple[Architecture, dict[str, Any], list[np.ndarray] | None]:
-  """Converts a rosinality `g_ema` state dict.
+def read_rosinality(path: str, legacy: bool) -> Source:
+  """Reads `g_ema` (and `latent_avg`) of a rosinality / SPHInX `.pt` file.
 
-  Returns:
-    (architecture, parameter tree, noise maps as (r, r) arrays or None).
+  Args:
+    path: the torch file.
+    legacy: whether it is the legacy stream rather than the zip container
+      (only recorded as the format).
   """
-  arch = infer_architecture(sd, source)
+  ckpt = torch_files.load(path)
+  if isinstance(ckpt, dict) and 'g_ema' in ckpt:
+    sd, w_avg = ckpt['g_ema'], ckpt.get('latent_avg')
+  elif isinstance(ckpt, dict) and 'conv1.conv.weight' in ckpt:
+    sd, w_avg = ckpt, None  # a bare g_ema state dict
+  else:
+    keys = ', '.join(map(str, list(ckpt)[:8])) if isinstance(ckpt, dict) else type(ckpt).__name__
+    raise SphinxError(f'{path}: no g_ema generator in this torch file (top level: {keys})')
+  if not isinstance(sd, dict):
+    raise SphinxError(f'{path}: g_ema is a {type(sd).__name__}, not a state dict')
+  arch = infer_architecture(sd, path)
 
   def fir_buffer(key, value):
     if not _FIR_BUFFERS.fullmatch(key):
       return False
     if not np.allclose(value, stylegan2.UP_FIR):
-      raise SphinxError(f'{source}: {key} is not the [1, 3, 3, 1] filter this '
+      raise SphinxError(f'{path}: {key} is not the [1, 3, 3, 1] filter this '
                         'generator implements')
     return True
 
   noise_keys = [f'noises.noise_{j}' for j in range(len(arch.noise_resolutions))]
-  params, noise, _ = rename.convert_tensors(
-      sd, arch, rename_table(arch), noise_keys, None, fir_buffer, 'g_ema', source)
-  return arch, params, noise
+  params, noise, _ = rename.generator_tensors(
+      sd, arch, rename_table(arch), noise_keys, None, fir_buffer, 'g_ema', path)
+  if w_avg is not None:
+    w_avg = rename.w_avg_vector(w_avg, arch, 'latent_avg', path)
+  return Source(arch, params, noise, w_avg,
+                'rosinality-legacy' if legacy else 'rosinality-zip')

@@ -44,6 +44,11 @@ class Namespace(argparse.Namespace):
   """Inert stand-in for `argparse.Namespace` (training `args` entries)."""
 
 
+class EasyDict(dict):
+  """Inert stand-in for `dnnlib.util.EasyDict` (a dict with attribute access),
+  which both NVIDIA pickle families hold."""
+
+
 CONTAINER_GLOBALS: Allowlist = {
     ('collections', 'OrderedDict'): collections.OrderedDict,
     ('argparse', 'Namespace'): Namespace,

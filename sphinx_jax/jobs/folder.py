@@ -68,6 +68,9 @@ def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:
   return np.stack(list(rows) + [filler] * (size - len(rows)))
 
 
+_evaluate = jax.jit(metrics.evaluate)
+
+
 @jax.jit
 def _choose(use_first, first, second):
   return jnp.where(use_first[:, None, None, None], first, second)
@@ -179,12 +182,12 @@ def _write_codes(batch: _Batch, result: engine.Result,
 
 def _write_outputs(batch: _Batch, result: engine.Result,
                    inverter: engine.Inverter, settings: RunSettings,
-                   config_json, table, manifest, seconds, evaluate
+                   config_json, table, manifest, seconds
                    ) -> tuple[list[dict[str, Any]], list[str]]:
   """Writes each finished image of this process (and takes part in writing
   every process's codes); returns its metrics rows and failures."""
-  scores = evaluate(inverter.lpips_params, result.reconstruction, batch.refs)
-  scores_mean = evaluate(inverter.lpips_params, result.mean, batch.refs)
+  scores = _evaluate(inverter.lpips_params, result.reconstruction, batch.refs)
+  scores_mean = _evaluate(inverter.lpips_params, result.mean, batch.refs)
   (losses, reconstruction, mean, std, refs, views, scores, scores_mean
    ) = inverter.placement.local(
        (result.losses, result.reconstruction, result.mean, result.std,
@@ -272,7 +275,6 @@ def run(settings: RunSettings) -> int:
   if hosts.is_primary():
     atomic.write_json(os.path.join(settings.outdir, 'config.json'),
                       config_json)
-  evaluate = jax.jit(metrics.evaluate)
 
   rows, problems = [], []
   groups = [todo[i:i + settings.batch_size]
@@ -293,8 +295,7 @@ def run(settings: RunSettings) -> int:
                            f'[batch {b + 1}/{count}]')
     seconds = (time.perf_counter() - start) / max(len(batch.items), 1)
     new_rows, failed = _write_outputs(batch, result, inverter, settings,
-                                      config_json, table, manifest, seconds,
-                                      evaluate)
+                                      config_json, table, manifest, seconds)
     rows += new_rows
     problems += failed
   rows = done_rows + rows

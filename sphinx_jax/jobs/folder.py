@@ -134,7 +134,8 @@ def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
     if restored is not None:
       state, opt_state, first, frames = restored
       start = (state, opt_state, first)
-      batch.frames = list(place.local(frames).transpose(1, 0, 2, 3, 4))
+      batch.frames = ([] if frames is None else
+                      list(place.local(frames).transpose(1, 0, 2, 3, 4)))
       if n:
         print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
               f'after step {first}', file=sys.stderr)
@@ -148,7 +149,8 @@ def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
       progress.update(step, place.local(losses)[:n])
     if checkpoints is not None and checkpoints.due(step, steps):
       checkpoints.save(step, everyone, state, opt_state,
-                       place.shard(np.stack(batch.frames, axis=1)))
+                       place.shard(np.stack(batch.frames, axis=1))
+                       if batch.frames else None)
 
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(settings.steps_per_dispatch, settings.save_every,

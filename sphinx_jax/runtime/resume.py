@@ -105,22 +105,27 @@ class BatchCheckpoints:
     done = step + 1
     return done % self.every == 0 and done < steps
 
-  def save(self, step: int, names: Any, state, opt_state, frames) -> None:
+  def save(self, step: int, names: Any, state, opt_state,
+           frames: Optional[jax.Array]) -> None:
     """Saves after `step` (0-based) the batch of images `names` (JSON-able:
-    every process's names), with its progress frames (B, T, H, W, 3)."""
+    every process's names), with its progress frames (B, T, H, W, 3), or
+    None before the first frame."""
     # Copies: the next step donates the state's buffers, and Orbax may copy
     # them to the host after this returns.
     copy = lambda x: jax.device_put(x, x.sharding, may_alias=False)
-    tree = jax.tree_util.tree_map(
-        copy, {'state': state, 'opt_state': opt_state, 'frames': frames})
-    self.checkpoints.save(step, tree, {'names': names,
-                                       'frames': list(frames.shape)})
+    tree = {'state': state, 'opt_state': opt_state}
+    if frames is not None:  # Orbax refuses arrays of size zero
+      tree['frames'] = frames
+    self.checkpoints.save(step, jax.tree_util.tree_map(copy, tree), {
+        'names': names,
+        'frames': None if frames is None else list(frames.shape)})
 
   def restore(self, names: Any, state, opt_state
-              ) -> Optional[tuple[Any, Any, int, jax.Array]]:
-    """(state, opt_state, next step, frames) if the latest checkpoint is of
-    the batch `names`; `state`/`opt_state` give the structure and placement
-    (fresh ones will do), and the frames are placed like the state."""
+              ) -> Optional[tuple[Any, Any, int, Optional[jax.Array]]]:
+    """(state, opt_state, next step, frames or None) if the latest checkpoint
+    is of the batch `names`; `state`/`opt_state` give the structure and
+    placement (fresh ones will do), and the frames are placed like the
+    state."""
     step = self.checkpoints.latest_step()
     if step is None:
       return None
@@ -130,11 +135,12 @@ class BatchCheckpoints:
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         {'state': state, 'opt_state': opt_state})
-    abstract['frames'] = jax.ShapeDtypeStruct(
-        tuple(meta['frames']), np.uint8,
-        sharding=jax.tree_util.tree_leaves(state)[0].sharding)
+    if meta.get('frames') is not None:
+      abstract['frames'] = jax.ShapeDtypeStruct(
+          tuple(meta['frames']), np.uint8,
+          sharding=jax.tree_util.tree_leaves(state)[0].sharding)
     tree = self.checkpoints.restore(step, abstract)
-    return tree['state'], tree['opt_state'], step + 1, tree['frames']
+    return (tree['state'], tree['opt_state'], step + 1, tree.get('frames'))
 
   def clear(self) -> None:
     """Drops every checkpoint once the batch's outputs are written."""

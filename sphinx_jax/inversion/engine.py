@@ -85,11 +85,11 @@ def compute_copy(tree, dtype: str):
       tree)
 
 
-def _render(plan: Plan, state, key, t, g: Generator):
-  """One image from the method's inputs; `g` holds compute-dtype weights.
-  The inputs are cast to the compute dtype and the image back to float32, so
-  the state and its gradients stay float32."""
-  wplus, noise, content = plan.method.inputs(state, key, t, g)
+def _render(plan: Plan, state, draw, t, g: Generator):
+  """One image from the method's inputs for one draw; `g` holds
+  compute-dtype weights. The inputs are cast to the compute dtype and the
+  image back to float32, so the state and its gradients stay float32."""
+  wplus, noise, content = plan.method.feed(state, draw, t, g)
   cast = lambda x: x[None].astype(plan.dtype)
   image = g.synthesize(cast(wplus),
                        None if noise is None else list(map(cast, noise)),
@@ -102,11 +102,11 @@ def _rgb(x):
   return jnp.broadcast_to(x, x.shape[:-1] + (3,))
 
 
-def _loss(plan: Plan, state, key, t, target, target_feats, op_params, g,
-          lpips_params):
+def _loss(plan: Plan, state, key, draw, t, target, target_feats, op_params,
+          g, lpips_params):
   """The loss of one draw in the operator's output space, where `target`
-  (the observation) lives."""
-  image, _, _ = _render(plan, state, key, t, g)
+  (the observation) lives; `key` seeds the operator's own noise."""
+  image, _, _ = _render(plan, state, draw, t, g)
   pred = plan.operator.apply(op_params, image,
                              jax.random.fold_in(key, _OPERATOR_STREAM))
   loss = plan.mse_weight * jnp.mean(jnp.square(pred - target))
@@ -117,12 +117,16 @@ def _loss(plan: Plan, state, key, t, target, target_feats, op_params, g,
   return loss + plan.method.regularizer(state), image
 
 
-def _step_one(plan: Plan, state, opt_state, keys, target, target_feats,
+def _step_one(plan: Plan, state, opt_state, keys, draw, target, target_feats,
               op_params, step, steps, g, lpips_params):
+  """One image's step; `draw` is None (drawn here from the image's keys) or
+  a recorded draw to replay."""
   key = jax.random.fold_in(keys[1], step)
+  if draw is None:
+    draw = plan.method.draw(key, g)
   (loss, image), grads = jax.value_and_grad(
       functools.partial(_loss, plan), has_aux=True)(
-          state, key, step / steps, target, target_feats, op_params, g,
+          state, key, draw, step / steps, target, target_feats, op_params, g,
           lpips_params)
   updates, opt_state = plan.tx(steps).update(grads, opt_state, state)
   state = plan.method.post_update(optax.apply_updates(state, updates))
@@ -135,8 +139,8 @@ def _estimate_one(plan: Plan, state, keys, g: Generator):
 
   def draw(carry, k):
     n, mean, m2, wplus_sum, content_sum = carry
-    image, wplus, content = _render(plan, state, jax.random.fold_in(keys[2], k),
-                                    1.0, g)
+    draw = plan.method.draw(jax.random.fold_in(keys[2], k), g)
+    image, wplus, content = _render(plan, state, draw, 1.0, g)
     n = n + 1
     delta = image - mean
     mean = mean + delta / n
@@ -160,12 +164,12 @@ def _init(plan: Plan, keys, g):
   return jax.vmap(one)(keys)
 
 
-def _batch_step(plan: Plan, state, opt_state, keys, targets, feats, op_params,
-                step, steps, g, lpips_params):
+def _batch_step(plan: Plan, state, opt_state, keys, draws, targets, feats,
+                op_params, step, steps, g, lpips_params):
   return jax.vmap(functools.partial(_step_one, plan),
-                  in_axes=(0, 0, 0, 0, 0, 0, None, None, None, None))(
-                      state, opt_state, keys, targets, feats, op_params, step,
-                      steps, g, lpips_params)
+                  in_axes=(0, 0, 0, 0, 0, 0, 0, None, None, None, None))(
+                      state, opt_state, keys, draws, targets, feats, op_params,
+                      step, steps, g, lpips_params)
 
 
 _step = jax.jit(_batch_step, static_argnums=0, donate_argnums=(1, 2))
@@ -178,7 +182,7 @@ def _steps(plan: Plan, state, opt_state, keys, targets, feats, op_params, first,
   Python out of the way (`count` is traced: one program for any count)."""
 
   def body(i, carry):
-    return _batch_step(plan, carry[0], carry[1], keys, targets, feats,
+    return _batch_step(plan, carry[0], carry[1], keys, None, targets, feats,
                        op_params, first + i, steps, g, lpips_params)
 
   r = g.resolution
@@ -298,12 +302,14 @@ class Inverter:
     return _features(self.lpips_compute, targets.astype(self.settings.dtype))
 
   def step(self, state, opt_state, keys, targets, target_feats, op_params,
-           step: int):
+           step: int, draws=None):
     """One optimisation step for the whole batch; returns the new state, Adam
-    state, (B,) losses and the (B, H, W, 3) images generated at this step."""
-    return _step(self.plan, state, opt_state, keys, targets, target_feats,
-                 op_params, jax.device_put(np.int32(step)), self._steps_total,
-                 self.g_compute, self.lpips_compute)
+    state, (B,) losses and the (B, H, W, 3) images generated at this step.
+    `draws`: None, or this step's random inputs for each image (the
+    method's `draw` pytree with a leading batch axis) to use instead."""
+    return _step(self.plan, state, opt_state, keys, draws, targets,
+                 target_feats, op_params, jax.device_put(np.int32(step)),
+                 self._steps_total, self.g_compute, self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, op_params,
             first: int, count: int):
@@ -321,7 +327,7 @@ class Inverter:
   def invert(self, targets, identities,
              on_step: Optional[Callable[..., None]] = None,
              start: Optional[tuple[Any, Any, int]] = None,
-             every: int = 1, op_params=None) -> Result:
+             every: int = 1, op_params=None, draws=None) -> Result:
     """Runs all steps on a batch of targets: (B, H, W, 3) images in [-1, 1],
     or with a forward operator, its observations.
 
@@ -337,6 +343,10 @@ class Inverter:
         (state and Adam state as placed by `init`).
       every: steps per dispatch; the steps in between run on the device.
       op_params: the operator's parameters (default: `operator_params`).
+      draws: None, or every step's random inputs to replay instead of drawing
+        them (the method's `draw` pytree with leading axes (B, steps)), for
+        instance draws recorded by another implementation; the steps then
+        run one per dispatch.
     """
     targets = self.placement.shard(targets)
     keys, state, opt_state = self.init(identities)
@@ -350,8 +360,15 @@ class Inverter:
     step, steps = first, self.settings.steps
     while step < steps:
       count = min(every - step % every, steps - step)  # end on multiples
-      state, opt_state, losses, image = self.steps(
-          state, opt_state, keys, targets, feats, op_params, step, count)
+      if draws is None:
+        state, opt_state, losses, image = self.steps(
+            state, opt_state, keys, targets, feats, op_params, step, count)
+      else:
+        for i in range(step, step + count):
+          state, opt_state, losses, image = self.step(
+              state, opt_state, keys, targets, feats, op_params, i,
+              self.placement.shard(jax.tree_util.tree_map(
+                  lambda d, i=i: d[:, i], draws)))
       step += count
       if on_step is not None:
         on_step(step - 1, losses, image, state, opt_state)

@@ -69,11 +69,22 @@ class Method:
     """ONE image's initial state pytree."""
     raise NotImplementedError
 
-  def inputs(self, state: Any, key: Array, t: Array, g: Generator) -> tuple:
+  def draw(self, key: Array, g: Generator) -> Any:
+    """ONE step's random inputs, a pytree (None: the method draws nothing).
+    Kept apart from `feed` so that recorded draws can be replayed
+    (`Inverter.invert(draws=...)`)."""
+    del key, g
+    return None
+
+  def feed(self, state: Any, draw: Any, t: Array, g: Generator) -> tuple:
     """(wplus (n_latent, w_dim), noise, content) for one draw: `noise` a
     list of (r, r, 1) maps or None (G's stored noise), `content` (4, 4, C4)
     or None (G's constant); t in [0, 1] is the fraction of the run done."""
     raise NotImplementedError
+
+  def inputs(self, state: Any, key: Array, t: Array, g: Generator) -> tuple:
+    """`feed` of a fresh draw from `key`."""
+    return self.feed(state, self.draw(key, g), t, g)
 
   def labels(self, state: Any, schedule_all: bool) -> Any:
     """Each leaf's optimiser group: 'scheduled' (the learning-rate ramp) or
@@ -111,14 +122,16 @@ class Sphinx(Method):
         'noise': _init_noise(k_noise, g),
     }
 
-  def inputs(self, state, key, t, g):
+  def draw(self, key, g):
+    k_z, k_s = jax.random.split(key)
+    return {'zplus': jax.random.normal(k_z, (g.n_latent, g.w_dim)),
+            's': jax.random.normal(k_s, (4, 4, CONTENT_CHANNELS))}
+
+  def feed(self, state, draw, t, g):
     del t
     ps, pc = self._modules(g)
-    k_z, k_s = jax.random.split(key)
-    zplus = jax.random.normal(k_z, (g.n_latent, g.w_dim))
-    s = jax.random.normal(k_s, (4, 4, CONTENT_CHANNELS))
-    return (ps.apply({'params': state['ps']}, zplus), state['noise'],
-            pc.apply({'params': state['pc']}, s))
+    return (ps.apply({'params': state['ps']}, draw['zplus']), state['noise'],
+            pc.apply({'params': state['pc']}, draw['s']))
 
   def labels(self, state, schedule_all):
     # The official code ramps the learning rate of the Ps group only.
@@ -140,8 +153,8 @@ class WPlus(Method):
       state['noise'] = _init_noise(key, g)
     return state
 
-  def inputs(self, state, key, t, g):
-    del key, t, g
+  def feed(self, state, draw, t, g):
+    del draw, t, g
     return state['wplus'], state.get('noise'), None
 
 
@@ -178,11 +191,13 @@ class WProjector(Method):
   def init(self, key, g):
     return {'w': g.w_avg, 'noise': _init_noise(key, g)}
 
-  def inputs(self, state, key, t, g):
+  def draw(self, key, g):
+    return jax.random.normal(key, (g.w_dim,))  # the latent noise, unscaled
+
+  def feed(self, state, draw, t, g):
     scale = self.w_std * self.initial_noise_factor * jnp.maximum(
         0.0, 1.0 - t / self.noise_ramp_length)**2
-    w = state['w'] + scale * jax.random.normal(key, state['w'].shape)
-    return jnp.tile(w, (g.n_latent, 1)), state['noise'], None
+    return jnp.tile(state['w'] + scale * draw, (g.n_latent, 1)), state['noise'], None
 
   def regularizer(self, state):
     return self.regularize_noise_weight * noise_regularization(state['noise'])

@@ -2,7 +2,8 @@
 
 Three modes (`config.mode`): a direction at several strengths, an
 interpolation between two inversions, a new attribute learned and walked
-(jobs/editing.py; every field in docs/editing.md). This module turns the
+(jobs/editing.py; every field in docs/editing.md). Codes are an inversion's
+codes directory or an official SPHInX result file (.pt). This module turns the
 config into `EditSettings`, checking every field, and runs the mode.
 """
 
@@ -10,6 +11,7 @@ from typing import Optional
 
 from sphinx_jax import cli
 from sphinx_jax.errors import SphinxError, check_fields
+from sphinx_jax.files import codes as codes_files
 from sphinx_jax.inversion import attribute
 from sphinx_jax.jobs import editing
 
@@ -39,6 +41,11 @@ def parse_rows(text: str) -> Optional[tuple[int, ...]]:
 
 def settings_from_config(config) -> editing.EditSettings:
   """Checks every field and returns the typed settings."""
+  # Learn mode has no codes, and an official result records no generator.
+  sources = {'direction': (config.codes,),
+             'interpolate': (config.codes, config.codes_b)}.get(config.mode, ())
+  needs_generator = config.mode == 'learn' or any(
+      map(codes_files.is_official_result, sources))
   checks = (
       ('mode', config.mode in editing.MODES,
        f'one of {", ".join(editing.MODES)}'),
@@ -49,14 +56,19 @@ def settings_from_config(config) -> editing.EditSettings:
        'a .npy file in mode direction'),
       ('codes_b', config.mode != 'interpolate' or bool(config.codes_b),
        'a codes directory in mode interpolate'),
-      ('generator', config.mode != 'learn' or bool(config.generator),
-       'a generator directory in mode learn (there are no codes to take it '
-       'from)'),
+      ('generator', bool(config.generator) or not needs_generator,
+       'a generator directory in mode learn and for an official .pt result '
+       '(neither records one)'),
       ('transform', config.transform in attribute.IDENTITY,
        f'one of {", ".join(attribute.IDENTITY)}'),
+      ('resample', config.resample in attribute.RESAMPLING,
+       f'one of {", ".join(attribute.RESAMPLING)}'),
+      ('fill', -1.0 <= config.fill <= 1.0, 'a number in [-1, 1]'),
       *cli.optimisation_checks(config),
       ('penalty_weight', config.penalty_weight >= 0, 'non-negative'),
       ('walk_extent', config.walk_extent > 0, 'positive'),
+      ('walk', config.walk in editing.WALKS,
+       f'one of {", ".join(editing.WALKS)}'),
   )
   check_fields(config, checks)
   levels = parse_floats(config.levels, 'levels')
@@ -72,7 +84,8 @@ def settings_from_config(config) -> editing.EditSettings:
       strengths=parse_floats(config.strengths, 'strengths'),
       rows=parse_rows(config.rows), frames=config.frames,
       ms_per_frame=config.ms_per_frame, image=config.image,
-      transform=config.transform, levels=levels,
+      transform=config.transform, levels=levels, resample=config.resample,
+      fill=config.fill,
       learn=attribute.Settings(
           steps=config.steps, lr=config.lr,
           schedule_all=config.lr_schedule == 'all',
@@ -80,7 +93,7 @@ def settings_from_config(config) -> editing.EditSettings:
           penalty_weight=config.penalty_weight,
           num_vicinal=config.num_vicinal, seed=config.seed),
       lpips_min_resolution=config.lpips_min_resolution,
-      walk_extent=config.walk_extent)
+      walk_extent=config.walk_extent, walk=config.walk)
 
 
 def main(config) -> int:

@@ -8,19 +8,22 @@
   the input file.
 
 `write_codes` writes it and `load_codes` reads it back, checked against the
-generator.
+generator. `read_official_result` reads the other source edit accepts: the
+official SPHInX code's result file (`.pt`), which holds the heads and noise
+maps only.
 """
 
 import dataclasses
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sphinx_jax.convert import official_heads, torch_files
 from sphinx_jax.errors import SphinxError, check_tree, one_line
 from sphinx_jax.files import atomic
 from sphinx_jax.inversion import methods
@@ -52,6 +55,20 @@ def write_codes(directory: str, tree: dict[str, Any],
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:
     atomic.write_json(os.path.join(path, 'config.json'), config_json)
+
+
+def is_official_result(path: str) -> bool:
+  """Whether `path` names an official SPHInX result file rather than a codes
+  directory (by its torch.save suffix)."""
+  return path.endswith(('.pt', '.pth'))
+
+
+def recorded_generator(path: str) -> str:
+  """The generator directory the codes at `path` were made on; '' for an
+  official result, which records none."""
+  if is_official_result(path):
+    return ''
+  return read_codes_config(path)['generator']
 
 
 def read_codes_config(path: str) -> dict[str, Any]:
@@ -108,3 +125,59 @@ def load_codes(path: str, g: Generator) -> Codes:
                noise=None if noise is None else [as_array(n) for n in noise],
                content=(as_array(tree['content_mean']) if 'content_mean' in tree
                         else None))
+
+
+def _entry(result: Any, key: str, kind: Union[type, tuple[type, ...]],
+           what: str, path: str) -> Any:
+  if not isinstance(result, dict) or not isinstance(result.get(key), kind):
+    raise SphinxError(f'{path}: not an official SPHInX result ({key} missing '
+                      f'or not a {what}; expected a dict of Ps, Pc, noises)')
+  return result[key]
+
+
+def read_official_result(path: str, g: Generator) -> dict[str, Any]:
+  """The SPHInX state of an official result file, checked against `g`.
+
+  The file is what the official main.py loads as `weights_path`: a
+  torch.save dict {'Ps': state dict, 'Pc': state dict, 'noises': [(1, 1, r,
+  r) tensors], 'true_img': (1, 3, R, R)} (the image is not needed). It is
+  read without torch and without running any of its code.
+
+  Returns:
+    {'ps', 'pc', 'noise'} as `methods.Sphinx` holds them, float32; the noise
+    maps (r, r, 1).
+
+  Raises:
+    SphinxError: the file is unreadable, lacks an entry, or its heads or
+      noise maps do not fit `g`, naming the file and the entry.
+  """
+  result = torch_files.load(path)
+  ps = official_heads.style_head_params_from_torch(
+      _entry(result, 'Ps', dict, 'state dict', path), f'{path} Ps')
+  pc = official_heads.content_head_params_from_torch(
+      _entry(result, 'Pc', dict, 'state dict', path), f'{path} Pc')
+  noises = _entry(result, 'noises', (list, tuple), 'list of tensors', path)
+  rows, w_dim = ps['dec2']['kernel'].shape[0], ps['enc0']['kernel'].shape[0]
+  if (rows, w_dim) != (g.n_latent, g.w_dim):
+    raise SphinxError(f'{path}: Ps gives {rows} W+ rows of {w_dim}; the '
+                      f'generator takes {g.n_latent} of {g.w_dim}')
+  into, out = pc['conv1']['weight'].shape[2], pc['conv3']['weight'].shape[3]
+  if (into, out) != (methods.CONTENT_CHANNELS, g.arch.channel(4)):
+    raise SphinxError(f'{path}: Pc maps {into} to {out} channels; the '
+                      f'generator needs {methods.CONTENT_CHANNELS} to '
+                      f'{g.arch.channel(4)}')
+  resolutions = g.arch.noise_resolutions
+  if len(noises) != len(resolutions):
+    raise SphinxError(f'{path}: {len(noises)} noise maps; the generator has '
+                      f'{len(resolutions)}')
+  for j, (n, r) in enumerate(zip(noises, resolutions)):
+    if np.shape(n) != (1, 1, r, r):
+      raise SphinxError(f'{path}: noises[{j}] has shape {np.shape(n)}; the '
+                        f'generator needs (1, 1, {r}, {r})')
+  noise = [np.asarray(n)[0].transpose(1, 2, 0) for n in noises]  # (r, r, 1)
+  state = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32),
+                                 {'ps': ps, 'pc': pc, 'noise': noise})
+  if not all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(state)):
+    raise SphinxError(f'{path}: the heads or noise maps hold NaN or infinite '
+                      'values')
+  return state

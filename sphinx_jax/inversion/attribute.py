@@ -29,22 +29,32 @@ Array = jax.Array
 
 # Each transformation and its identity level a_0.
 IDENTITY = {'rotation': 0.0, 'brightness': 1.0, 'zoom': 1.0}
-# Rotation and zoom-out uncover pixels outside the image: they are black.
-_FILL = -1.0
+# How rotation and zoom read the source image: `bilinear` (ours), or
+# `nearest` (torchvision's rotate, which the official code uses).
+RESAMPLING = ('bilinear', 'nearest')
 _SPHINX = methods.Sphinx()
 _features = jax.jit(lpips.features)
 
 
-def _resample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray
-              ) -> np.ndarray:
-  """Bilinear samples of an (H, W, 3) image at (H, W) source coordinates."""
+def _sample(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+            resample: str, fill: float) -> np.ndarray:
+  """Samples of an (H, W, 3) image at (H, W) source coordinates; `fill`
+  where they fall outside it."""
+  if resample == 'nearest':
+    h, w = image.shape[:2]
+    # torch's grid_sample rounds with std::nearbyint: half to even, as rint.
+    r, c = np.rint(rows).astype(np.int64), np.rint(cols).astype(np.int64)
+    inside = (r >= 0) & (r < h) & (c >= 0) & (c < w)
+    picked = image[np.clip(r, 0, h - 1), np.clip(c, 0, w - 1)]
+    return np.where(inside[..., None], picked, np.float32(fill))
   sample = lambda channel: jax.scipy.ndimage.map_coordinates(
-      channel, [rows, cols], order=1, mode='constant', cval=_FILL)
+      channel, [rows, cols], order=1, mode='constant', cval=fill)
   return np.stack([np.asarray(sample(image[..., c]))
                    for c in range(image.shape[-1])], axis=-1)
 
 
-def transform(image: np.ndarray, name: str, level: float) -> np.ndarray:
+def transform(image: np.ndarray, name: str, level: float,
+              resample: str = 'bilinear', fill: float = -1.0) -> np.ndarray:
   """T(x, a): one (H, W, 3) image in [-1, 1], transformed.
 
   Args:
@@ -54,12 +64,17 @@ def transform(image: np.ndarray, name: str, level: float) -> np.ndarray:
       'zoom' (level magnifies about the centre; below 1 it shrinks).
     level: the transformation's strength; `IDENTITY[name]` returns the image
       unchanged.
+    resample: rotation and zoom: one of RESAMPLING.
+    fill: rotation and zoom: the value of pixels uncovered outside the
+      source image (-1 black, 0 mid-grey as torchvision's rotate).
   """
   if level == IDENTITY[name]:
     return image
   if name == 'brightness':
     return np.clip((image + 1.0) * level - 1.0, -1.0, 1.0).astype(np.float32)
   h, w = image.shape[:2]
+  # Pixel centres about ((w - 1) / 2, (h - 1) / 2), as torchvision's affine
+  # grid (align_corners=False) places them.
   cy, cx = (h - 1) / 2, (w - 1) / 2
   dy, dx = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing='ij')
   angle = np.deg2rad(level) if name == 'rotation' else 0.0
@@ -68,7 +83,8 @@ def transform(image: np.ndarray, name: str, level: float) -> np.ndarray:
   cos, sin = np.cos(angle), np.sin(angle)
   rows = cy + (sin * dx + cos * dy) / scale
   cols = cx + (cos * dx - sin * dy) / scale
-  return _resample(image, rows.astype(np.float32), cols.astype(np.float32))
+  return _sample(image, rows.astype(np.float32), cols.astype(np.float32),
+                 resample, fill).astype(np.float32)
 
 
 def monotonic_penalty(alphas: Array) -> Array:
@@ -163,14 +179,37 @@ def _step(settings: Settings, state, opt_state, key, step, targets,
   return optax.apply_updates(state, updates), opt_state, loss
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _mean_codes(settings: Settings, state, key, g):
-  """Mean W+ and content over num_vicinal draws: the deterministic codes
-  the walk is rendered from (as an inversion's wplus_mean/content_mean)."""
-  keys = jax.random.split(key, settings.num_vicinal)
+@functools.partial(jax.jit, static_argnums=2)
+def mean_codes(state: dict[str, Any], key: Array, num_vicinal: int,
+               g: Generator) -> tuple[Array, Array]:
+  """Mean W+ and content of SPHInX heads ('ps', 'pc') over num_vicinal draws
+  of z+ and s, keyed by jax.random.split(key, num_vicinal): deterministic
+  codes to render from (as an inversion's wplus_mean/content_mean)."""
+  keys = jax.random.split(key, num_vicinal)
   wplus, content = jax.vmap(
       lambda k: _SPHINX.inputs(state, k, None, g)[::2])(keys)
   return wplus.mean(axis=0), content.mean(axis=0)
+
+
+@jax.jit
+def drawn_codes(state: dict[str, Any], key: Array,
+                g: Generator) -> tuple[Array, Array]:
+  """W+ = Ps(z+) and content = Pc(s) for ONE draw of z+ and s from `key`."""
+  return _SPHINX.inputs(state, key, None, g)[::2]
+
+
+def walk_key(seed: int) -> Array:
+  """The key of the official walk's one draw: a stream of its own beside
+  the three `learn` splits from the same seed."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def official_walk_alphas(alphas: np.ndarray) -> np.ndarray:
+  """The official walk: alpha_0..alpha_{K-1} with the midpoint of each
+  neighbouring pair inserted, 2K - 1 values (the official
+  utils.interpolate_vector(alphas, 2))."""
+  n = len(alphas)
+  return np.interp(np.linspace(0, n - 1, 2 * n - 1), np.arange(n), alphas)
 
 
 @dataclasses.dataclass
@@ -215,7 +254,7 @@ def learn(g: Generator, targets: np.ndarray, settings: Settings,
   if not np.isfinite(float(loss)):
     raise SphinxError('learn: the loss became NaN or infinite (try a lower '
                       'config.lr)')
-  wplus_mean, content_mean = _mean_codes(settings, state, k_mean, g)
+  wplus_mean, content_mean = mean_codes(state, k_mean, settings.num_vicinal, g)
   heads = {k: state[k] for k in ('ps', 'pc', 'noise')}
   return Result(state=jax.device_get(heads),
                 direction=np.asarray(normalize_rows(state['direction'])),

@@ -9,7 +9,8 @@ import dataclasses
 
 from sphinx_jax import cli
 from sphinx_jax.errors import SphinxError, check_fields
-from sphinx_jax.inversion import engine, methods, operators
+from sphinx_jax.files import inputs
+from sphinx_jax.inversion import engine, methods, metrics, operators
 from sphinx_jax.jobs import folder
 from sphinx_jax.runtime import hosts
 
@@ -62,6 +63,14 @@ def settings_from_config(config) -> folder.RunSettings:
       ('outdir', bool(config.outdir), 'a directory'),
       ('observation', config.observation in ('synthesize', 'given'),
        "'synthesize' or 'given'"),
+      ('resize', config.resize in inputs.RESIZES,
+       ' or '.join(map(repr, inputs.RESIZES))),
+      ('interpolation', config.interpolation in inputs.INTERPOLATIONS,
+       f'one of {", ".join(inputs.INTERPOLATIONS)}'),
+      ('exif_transpose', isinstance(config.exif_transpose, bool),
+       'True or False'),
+      ('quantize', config.quantize in metrics.QUANTIZE,
+       ' or '.join(map(repr, metrics.QUANTIZE))),
   )
   check_fields(config, checks)
   operator = operator_from_config(config.operator)
@@ -71,10 +80,13 @@ def settings_from_config(config) -> folder.RunSettings:
   settings = engine.Settings(
       **{f.name: config[f.name] for f in dataclasses.fields(engine.Settings)
          if f.name != 'operator'}, operator=operator)
+  preprocess = inputs.Preprocess(
+      **{f.name: config[f.name] for f in dataclasses.fields(inputs.Preprocess)})
   return folder.RunSettings(
-      inversion=settings, distributed=distributed_from_config(config.distributed),
+      inversion=settings, preprocess=preprocess,
+      distributed=distributed_from_config(config.distributed),
       **{f.name: config[f.name] for f in dataclasses.fields(folder.RunSettings)
-         if f.name not in ('inversion', 'distributed')})
+         if f.name not in ('inversion', 'preprocess', 'distributed')})
 
 
 def main(config) -> int:

@@ -11,6 +11,14 @@ def base() -> config_dict.ConfigDict:
   c.generator = 'ported_weights/rosinality_small'
   c.inputs = 'samples'
   c.references = ''
+  # How each file becomes the generator's square (README, "Inputs"); the
+  # official code: 'squash', 'bilinear', False.
+  c.resize = 'crop'  # or 'squash'
+  c.interpolation = 'lanczos'  # nearest, box, bilinear, hamming, bicubic
+  c.exif_transpose = True
+  # How saved PNGs (and the metrics, computed on them) quantise to 8 bits:
+  # 'round', or 'truncate' as the official make_image.
+  c.quantize = 'round'
   c.outdir = 'out/invert'
   c.method = 'sphinx'
   c.steps = 5000

@@ -95,3 +95,62 @@ def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', limit)
     with pytest.raises(SphinxError, match='big.png: image too large'):
       inputs.load_image(str(tmp_path / 'big.png'), 8)
+
+
+# A 4x6 (height x width) gray image; its values avoid half-level ties in
+# the sums below, so Pillow's fixed-point arithmetic cannot round otherwise.
+_PIXELS = np.array([[121, 131, 193, 243, 8, 36],
+                    [210, 242, 63, 79, 222, 108],
+                    [69, 211, 65, 104, 164, 140],
+                    [21, 7, 221, 192, 214, 137]], np.float64)
+
+
+def _bilinear_pass(x: np.ndarray, weights: list[dict[int, float]]) -> np.ndarray:
+  """One separable pass along axis 0, rounded to 8 bits as Pillow stores it."""
+  out = np.stack([sum(w * x[i] for i, w in row.items()) for row in weights])
+  assert np.all(np.abs(out - np.floor(out) - 0.5) > 0.02)  # no ties
+  return np.floor(out + 0.5)
+
+
+def test_squash_is_torchvisions_resize_of_a_pil_image(tmp_path):
+  """The official `transforms.Resize((2, 2))` of this 4x6 PIL image:
+  torchvision resizes a PIL image with Pillow's bilinear filter, whose
+  triangle is stretched by the scale when shrinking (antialiased), edge
+  weights renormalised; horizontal pass first, each pass rounded.
+
+  Width 6 -> 2 (scale 3, support 3): output column 0 centred at 1.5 reads
+  columns 0..4 with weights 2/3, 1, 2/3, 1/3, 0 (normalised by 8/3), column
+  1 centred at 4.5 reads 2..5 with 1/3, 2/3, 1, 2/3. Height 4 -> 2 (scale 2,
+  support 2): row 0 centred at 1 reads rows 0..2 with 3/4, 3/4, 1/4
+  (normalised by 7/4), row 1 reads rows 1..3 with 1/4, 3/4, 3/4."""
+  Image.fromarray(_PIXELS.astype(np.uint8), 'L').save(tmp_path / 'x.png')
+  columns = [{0: 2 / 8, 1: 3 / 8, 2: 2 / 8, 3: 1 / 8},
+             {2: 1 / 8, 3: 2 / 8, 4: 3 / 8, 5: 2 / 8}]
+  rows = [{0: 3 / 7, 1: 3 / 7, 2: 1 / 7}, {1: 1 / 7, 2: 3 / 7, 3: 3 / 7}]
+  expected = _bilinear_pass(_bilinear_pass(_PIXELS.T, columns).T, rows)
+
+  official = inputs.Preprocess(resize='squash', interpolation='bilinear',
+                               exif_transpose=False)
+  x = inputs.load_image(str(tmp_path / 'x.png'), 2, official)
+  np.testing.assert_array_equal((x + 1.0) * 127.5, np.repeat(
+      expected[..., None], 3, axis=-1))
+  # The default crops the centred 4x4 square first: another image.
+  cropped = inputs.load_image(str(tmp_path / 'x.png'), 2,
+                              inputs.Preprocess(interpolation='bilinear'))
+  columns = [{1: 3 / 7, 2: 3 / 7, 3: 1 / 7}, {2: 1 / 7, 3: 3 / 7, 4: 3 / 7}]
+  np.testing.assert_array_equal((cropped[..., 0] + 1.0) * 127.5,
+                                _bilinear_pass(_bilinear_pass(
+                                    _PIXELS.T, columns).T, rows))
+
+
+def test_exif_orientation_can_be_ignored_as_the_official_code(tmp_path):
+  img = np.zeros((8, 16, 3), np.uint8)
+  img[:, :8] = 255  # left half white
+  pic = Image.fromarray(img)
+  exif = pic.getexif()
+  exif[0x0112] = 6
+  pic.save(tmp_path / 'rot.jpg', exif=exif, quality=100)
+  x = inputs.load_image(str(tmp_path / 'rot.jpg'), 8, inputs.Preprocess(
+      resize='squash', exif_transpose=False))
+  # As stored: the white half on the left.
+  assert x[:, :3].mean() > 0.8 and x[:, -3:].mean() < -0.8

@@ -37,3 +37,14 @@ def test_identical_images(pair):
   a, _ = pair
   assert np.allclose(metrics.ssim(a, a), 1.0, atol=1e-5)
   assert np.all(np.asarray(metrics.psnr(a, a)) > 100)
+
+
+def test_quantize_rounds_or_truncates_as_the_official_make_image():
+  # [-1, 1] -> (x + 1) / 2 * 255: 0.999 -> 254.87, 0 -> 127.5, -0.9961 ->
+  # 0.497, 1.5 clipped to 255, -3 to 0.
+  x = np.array([0.999, 0.0, -0.9961, 1.5, -3.0], np.float32)
+  levels = lambda q: np.asarray((q + 1) * 127.5).round(3)
+  np.testing.assert_array_equal(levels(metrics.quantize(x, 'round')),
+                                [255, 128, 0, 255, 0])  # 127.5: half to even
+  np.testing.assert_array_equal(levels(metrics.quantize(x, 'truncate')),
+                                [254, 127, 0, 255, 0])

@@ -13,7 +13,8 @@ from PIL import Image
 import sphinx_jax
 from sphinx_jax.files import images
 from sphinx_jax.files.inputs import load_image
-from sphinx_jax.inversion import engine, operators
+from sphinx_jax.inversion import engine, metrics, operators
+from sphinx_jax.models import lpips
 from sphinx_jax import run
 from sphinx_jax.errors import SphinxError
 from conftest import REPO, load_config, run_cli
@@ -265,3 +266,31 @@ def test_a_bad_operator_from_the_command_line_is_one_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip() == ('error: config.operator.factor = 5: must be '
                                    'at least 2 and divide the resolution 32')
+
+
+def test_metrics_are_on_the_saved_images_and_the_observed_reconstruction(
+    tmp_path, converted, inputs):
+  """Official quantisation (truncate): every metric equals the one computed
+  from the PNGs on disk; denoising also saves the reconstruction seen
+  through the operator (the official pros_gen.png)."""
+  out = tmp_path / 'out'
+  assert run.main(_task('denoise', converted['zip'], inputs, out,
+                       quantize='truncate')) == 0
+  rows = {r['image']: r for r in csv.DictReader(open(out / 'metrics.csv'))}
+  lpips_params = lpips.load_params()
+  for name in ('astronaut', 'retina'):
+    png = lambda f: np.asarray(Image.open(out / name / f), np.float32)[None] / 127.5 - 1
+    scores = metrics.evaluate(lpips_params, png('reconstruction.png'),
+                              png('target.png'))
+    for key, value in scores.items():
+      assert float(rows[name][key]) == pytest.approx(float(value[0]), rel=1e-5)
+    observed = png('reconstruction_observed.png')
+    # A fresh sigma-0.1 draw on the reconstruction: about 10 levels away.
+    assert 5 < np.abs(observed - png('reconstruction.png')).mean() * 127.5 < 20
+
+
+def test_a_plain_inversion_saves_no_observed_reconstruction(tmp_path, converted,
+                                                            inputs):
+  out = tmp_path / 'out'
+  assert run.main(_task('invert', converted['zip'], inputs, out)) == 0
+  assert not (out / 'astronaut' / 'reconstruction_observed.png').exists()

@@ -1,9 +1,12 @@
 """Input images: discovery, decoding and preprocessing to the generator's size.
 
-Images are read with Pillow, the EXIF orientation applied, any mode turned
-into RGB (grayscale replicated; transparency composited on white),
-centre-cropped to a square and resized with Lanczos. Arrays are float32
-(H, W, 3) in [-1, 1].
+Images are read with Pillow, any mode turned into RGB (grayscale
+replicated; transparency composited on white) and brought to the generator's
+square as `Preprocess` says: by default the EXIF orientation applied,
+centre-cropped and resized with Lanczos; the official code's
+`transforms.Resize((R, R))` is resize='squash', interpolation='bilinear',
+exif_transpose=False (torchvision resizes a PIL image with Pillow's own
+filter). Arrays are float32 (H, W, 3) in [-1, 1].
 """
 
 import dataclasses
@@ -17,8 +20,29 @@ from PIL import Image, ImageOps
 
 from sphinx_jax.errors import SphinxError
 
+# Pillow's filters by name (torchvision's InterpolationMode names them too).
+INTERPOLATIONS = {'nearest': Image.NEAREST, 'box': Image.BOX,
+                  'bilinear': Image.BILINEAR, 'hamming': Image.HAMMING,
+                  'bicubic': Image.BICUBIC, 'lanczos': Image.LANCZOS}
+RESIZES = ('crop', 'squash')
 EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp',
               '.ppm', '.pgm')
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """How a file becomes the generator's square (README, "Inputs").
+
+  Attributes:
+    resize: 'crop' (the centred square, then resized: no distortion) or
+      'squash' (the whole image resized to a square, as the official code).
+    interpolation: a key of INTERPOLATIONS.
+    exif_transpose: turn the image as its EXIF orientation says (cameras
+      store portraits sideways); the official code does not.
+  """
+  resize: str = 'crop'
+  interpolation: str = 'lanczos'
+  exif_transpose: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +100,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')
 
 
-def load_image(path: str, resolution: int) -> np.ndarray:
+def load_image(path: str, resolution: int,
+               preprocess: Preprocess = Preprocess()) -> np.ndarray:
   """Decodes `path` into a (resolution, resolution, 3) float32 array in [-1, 1]."""
   try:
     with warnings.catch_warnings():
@@ -84,15 +109,18 @@ def load_image(path: str, resolution: int) -> np.ndarray:
       # both, so a huge file never eats the machine's memory.
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
+        if preprocess.exif_transpose:
+          img = ImageOps.exif_transpose(img)
         img = _to_rgb(img)
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
     raise SphinxError(f'{path}: image too large ({e})') from None
   except (OSError, ValueError, SyntaxError) as e:
     raise SphinxError(f'{path}: not a readable image ({e})') from None
-  w, h = img.size
-  side = min(w, h)
-  left, top = (w - side) // 2, (h - side) // 2
-  img = img.crop((left, top, left + side, top + side))
-  img = img.resize((resolution, resolution), Image.LANCZOS)
+  if preprocess.resize == 'crop':
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+  img = img.resize((resolution, resolution),
+                   INTERPOLATIONS[preprocess.interpolation])
   return np.asarray(img, np.float32) / 127.5 - 1.0

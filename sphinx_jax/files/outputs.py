@@ -23,13 +23,15 @@ STD_GAIN = 2.0
 def write_image_results(directory: str, target: np.ndarray,
                         reconstruction: np.ndarray, mean: np.ndarray,
                         std: np.ndarray, frames: Sequence[np.ndarray],
-                        observation: Optional[np.ndarray] = None) -> None:
+                        observation: Optional[np.ndarray] = None,
+                        reconstruction_observed: Optional[np.ndarray] = None
+                        ) -> None:
   """target.png, reconstruction.png, mean.png, std.png, progress.gif and,
-  for restoration, observation.png."""
+  where given, observation.png and reconstruction_observed.png."""
   pictures = [('target', target), ('reconstruction', reconstruction),
-              ('mean', mean)]
-  if observation is not None:
-    pictures.append(('observation', observation))
+              ('mean', mean), ('observation', observation),
+              ('reconstruction_observed', reconstruction_observed)]
+  pictures = [(name, img) for name, img in pictures if img is not None]
   for name, img in pictures:
     images.save_png(images.to_uint8(img), os.path.join(directory, f'{name}.png'))
   images.save_png(images.to_uint8(np.asarray(std) * STD_GAIN * 2 - 1),

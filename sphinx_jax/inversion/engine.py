@@ -198,7 +198,7 @@ def _estimate(plan: Plan, state, keys, g):
 
 
 _image_keys = jax.jit(image_keys, static_argnums=0)
-_observation_keys = jax.jit(operators.observation_keys, static_argnums=0)
+_observation_keys = jax.jit(operators.observation_keys, static_argnums=(0, 2))
 _features = jax.jit(lambda params, x: lpips.features(params, _rgb(x)))
 
 
@@ -290,6 +290,16 @@ class Inverter:
     keys = _observation_keys(self.settings.seed, self.placement.shard(
         np.asarray(identities, np.uint32)))
     return _observe(self.operator, op_params, images, keys)
+
+  def observe_reconstruction(self, images, identities, op_params) -> Array:
+    """(B, R, R, 3) pictures of reconstructions seen through the operator as
+    their observations were, with a fresh draw of its noise (the official
+    code's pros_gen.png): reconstruction_observed.png, to set beside
+    observation.png."""
+    keys = _observation_keys(self.settings.seed, self.placement.shard(
+        np.asarray(identities, np.uint32)), operators.RECONSTRUCTION_STREAM)
+    return self.view(op_params, _observe(
+        self.operator, op_params, self.placement.shard(images), keys))
 
   def view(self, op_params, observations) -> Array:
     """(B, R, R, 3) pictures of the observations (observation.png)."""

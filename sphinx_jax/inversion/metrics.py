@@ -1,10 +1,24 @@
-"""Image-quality metrics on (..., H, W, 3) images in [-1, 1]."""
+"""Image-quality metrics on (..., H, W, 3) images in [-1, 1], and the 8-bit
+quantisation of the images they are computed on."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from sphinx_jax.models import lpips
+
+
+QUANTIZE = ('round', 'truncate')
+
+
+def quantize(x: jax.Array, mode: str = 'round') -> jax.Array:
+  """The image as its 8-bit PNG holds it, back in [-1, 1]: clipped, mapped
+  to [0, 255] and rounded to the nearest level ('round') or truncated, as
+  the official make_image's clamp, add(1), div(2), mul(255), uint8 cast
+  ('truncate'). NaN stays NaN."""
+  levels = (jnp.clip(x, -1, 1) + 1) / 2 * 255
+  levels = jnp.round(levels) if mode == 'round' else jnp.floor(levels)
+  return levels / 127.5 - 1
 
 
 def mse(a: jax.Array, b: jax.Array) -> jax.Array:

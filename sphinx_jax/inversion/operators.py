@@ -254,7 +254,13 @@ def batch_params(op: Identity, seed: int, identities, resolution: int) -> Any:
   return jax.tree_util.tree_map(lambda *x: np.stack(x), *per_image)
 
 
-def observation_keys(seed: int, identities) -> Array:
-  """(B,) keys of the noise in synthesised observations."""
-  return jax.vmap(lambda i: jax.random.fold_in(_image_key(seed, i), 1))(
+# Streams of each image's key: its observation's noise, and the noise of the
+# observed reconstruction (reconstruction_observed.png), a fresh draw.
+OBSERVATION_STREAM, RECONSTRUCTION_STREAM = 1, 2
+
+
+def observation_keys(seed: int, identities,
+                     stream: int = OBSERVATION_STREAM) -> Array:
+  """(B,) keys of the noise in synthesised observations (of `stream`)."""
+  return jax.vmap(lambda i: jax.random.fold_in(_image_key(seed, i), stream))(
       jnp.asarray(identities, jnp.uint32))

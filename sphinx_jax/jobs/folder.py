@@ -30,7 +30,8 @@ from sphinx_jax.runtime import hosts, resume, sharding
 # an outdir is refused; the others may change between reruns.
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
-                 'references', 'dtype', 'observation', 'operator')
+                 'references', 'dtype', 'observation', 'operator', 'resize',
+                 'interpolation', 'exif_transpose', 'quantize')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +47,15 @@ class RunSettings:
   checkpoint_every: int = 0
   steps_per_dispatch: int = 10
   observation: str = 'synthesize'  # or 'given'
+  preprocess: inputs.Preprocess = inputs.Preprocess()
+  quantize: str = 'round'  # or 'truncate' (metrics.quantize)
   distributed: hosts.Distributed = hosts.Distributed()
 
   def to_json(self) -> dict[str, Any]:
     """The settings as config.json records them: the config's fields."""
     values = dataclasses.asdict(self)
     values.update(values.pop('inversion'))
+    values.update(values.pop('preprocess'))
     values['operator'] = {'name': self.inversion.operator.name,
                           **values['operator']}
     return values
@@ -69,6 +73,7 @@ def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:
 
 
 _evaluate = jax.jit(metrics.evaluate)
+_quantize = jax.jit(metrics.quantize, static_argnums=1)
 
 
 @jax.jit
@@ -187,13 +192,20 @@ def _write_outputs(batch: _Batch, result: engine.Result,
                    config_json, table, manifest, seconds
                    ) -> tuple[list[dict[str, Any]], list[str]]:
   """Writes each finished image of this process (and takes part in writing
-  every process's codes); returns its metrics rows and failures."""
-  scores = _evaluate(inverter.lpips_params, result.reconstruction, batch.refs)
-  scores_mean = _evaluate(inverter.lpips_params, result.mean, batch.refs)
-  (losses, reconstruction, mean, std, refs, views, scores, scores_mean
-   ) = inverter.placement.local(
-       (result.losses, result.reconstruction, result.mean, result.std,
-        batch.refs, batch.views, scores, scores_mean))
+  every process's codes); returns its metrics rows and failures. The
+  metrics compare exactly the images saved: quantised to 8 bits."""
+  saved = lambda x: _quantize(x, settings.quantize)
+  reconstruction, mean, refs, views = map(saved, (
+      result.reconstruction, result.mean, batch.refs, batch.views))
+  observed = (saved(inverter.observe_reconstruction(
+      result.reconstruction, batch.ids, batch.op_params))
+              if inverter.operator.name != 'identity' else None)
+  scores = _evaluate(inverter.lpips_params, reconstruction, refs)
+  scores_mean = _evaluate(inverter.lpips_params, mean, refs)
+  (losses, reconstruction, mean, std, refs, views, observed, scores,
+   scores_mean) = inverter.placement.local(
+       (result.losses, reconstruction, mean, result.std, refs, views,
+        observed, scores, scores_mean))
   finite = [bool(np.isfinite(losses[i]) and np.isfinite(reconstruction[i]).all())
             for i in range(len(batch.items))]
   _write_codes(batch, result, inverter, settings, config_json, finite)
@@ -207,7 +219,8 @@ def _write_outputs(batch: _Batch, result: engine.Result,
     outputs.write_image_results(
         os.path.join(settings.outdir, item.name), refs[i], reconstruction[i],
         mean[i], std[i], [f[i] for f in batch.frames],
-        views[i] if batch.show_observation[i] else None)
+        views[i] if batch.show_observation[i] else None,
+        None if observed is None else observed[i])
     row = {'image': item.name, 'method': settings.inversion.method,
            'steps': settings.inversion.steps, 'seconds': seconds,
            **{k: float(v[i]) for k, v in scores.items()},
@@ -218,14 +231,15 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   return rows, failed
 
 
-def _load_batch(batch, resolution, load_size, references):
+def _load_batch(batch, resolution, load_size, references, preprocess):
   """Decodes a batch at `load_size` (and references at `resolution`); broken
   files are reported and left out."""
   loaded, skipped = [], []
   for item in batch:
     try:
-      image = inputs.load_image(item.path, load_size)
-      ref = (inputs.load_image(references[item.name].path, resolution)
+      image = inputs.load_image(item.path, load_size, preprocess)
+      ref = (inputs.load_image(references[item.name].path, resolution,
+                               preprocess)
              if item.name in references else None)
       loaded.append((item, image, ref))
     except SphinxError as e:
@@ -286,7 +300,8 @@ def run(settings: RunSettings) -> int:
   count = max(hosts.gather(len(groups)))
   for b in range(count):
     group = groups[b] if b < len(groups) else []
-    loaded, skipped = _load_batch(group, g.resolution, load_size, references)
+    loaded, skipped = _load_batch(group, g.resolution, load_size, references,
+                                  settings.preprocess)
     problems += skipped
     everyone = hosts.gather([item.name for item, _, _ in loaded])
     if not any(everyone):

@@ -53,7 +53,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   keys, state, opt_state = inv.init(np.arange(batch))
   feats = inv.target_features(targets)
   op_params = inv.operator_params(np.arange(batch))
-  args = (inv.plan, state, opt_state, keys, targets, feats, op_params,
+  args = (inv.plan, state, opt_state, keys, None, targets, feats, op_params,
           jnp.int32(0),
           jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
   compiled = engine._step.lower(*args).compile()  # pylint: disable=protected-access

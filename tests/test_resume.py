@@ -174,8 +174,8 @@ def test_crash_between_metrics_row_and_manifest(tmp_path, converted, inputs,
 def test_nan_image_fails_alone(tmp_path, converted, inputs, monkeypatch, capsys):
   real_load = input_files.load_image
 
-  def poisoned(path, resolution):
-    image = real_load(path, resolution)
+  def poisoned(path, resolution, preprocess):
+    image = real_load(path, resolution, preprocess)
     return image * np.nan if 'cameraman' in path else image
 
   monkeypatch.setattr(input_files, 'load_image', poisoned)

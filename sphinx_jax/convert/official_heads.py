@@ -90,22 +90,17 @@ def _params(module: nn.Module, input_shape: tuple[int, ...],
   return rename.apply_table(state_dict, table, expected, _WHAT, source)
 
 
+# Both converters take the state dict as `torch_files.load` returns it (torch
+# key -> numpy array) and `source`, the name errors give it; both raise a
+# SphinxError for a missing, unexpected or mis-shaped key.
+
+
 def style_head_params_from_torch(state_dict: StateDict,
                                  source: str = 'Ps') -> dict[str, Any]:
-  """Converts the official Ps state dict (enc.*, decs.<i>.*) to params.
-
-  Args:
-    state_dict: torch key -> numpy array, as `torch_files.load` returns it.
-    source: names the state dict in error messages.
-
-  Returns:
-    `StyleProjection(n_latent, w_dim)` params; n_latent is the number of
-    decoders (`params['dec2']['kernel'].shape[0]`), w_dim the input size
-    (`params['enc0']['kernel'].shape[0]`).
-
-  Raises:
-    SphinxError: a key is missing, unexpected or mis-shaped.
-  """
+  """The official Ps (enc.*, decs.<i>.*) as `StyleProjection(n_latent,
+  w_dim)` params: n_latent is the number of decoders
+  (`params['dec2']['kernel'].shape[0]`), w_dim the input size
+  (`params['enc0']['kernel'].shape[0]`)."""
   w_dim = rename.tensor_shape(state_dict, 'enc.0.weight', _WHAT, source,
                               ndim=2)[1]
   stacked, n_latent = _stack_decoders(state_dict, source)
@@ -115,20 +110,9 @@ def style_head_params_from_torch(state_dict: StateDict,
 
 def content_head_params_from_torch(state_dict: StateDict,
                                    source: str = 'Pc') -> dict[str, Any]:
-  """Converts the official Pc state dict (conv1..3, relu1..2) to params.
-
-  Args:
-    state_dict: torch key -> numpy array, as `torch_files.load` returns it.
-    source: names the state dict in error messages.
-
-  Returns:
-    `ContentProjection(out_channels, in_channels)` params; the channel
-    counts are `params['conv3']['weight'].shape[3]` and
-    `params['conv1']['weight'].shape[2]`.
-
-  Raises:
-    SphinxError: a key is missing, unexpected or mis-shaped.
-  """
+  """The official Pc (conv1..3, relu1..2) as `ContentProjection(out_channels,
+  in_channels)` params: `params['conv3']['weight'].shape[3]` and
+  `params['conv1']['weight'].shape[2]` channels."""
   shape = functools.partial(rename.tensor_shape, state_dict, what=_WHAT,
                             source=source, ndim=4)
   in_channels, out_channels = shape('conv1.weight')[1], shape('conv3.weight')[0]

@@ -43,21 +43,11 @@ class Generator:
   def module(self) -> StyleGAN2:
     return StyleGAN2(self.arch, self.remat)
 
-  @property
-  def resolution(self) -> int:
-    return self.arch.resolution
-
-  @property
-  def n_latent(self) -> int:
-    return self.arch.n_latent
-
-  @property
-  def w_dim(self) -> int:
-    return self.arch.w_dim
-
-  @property
-  def z_dim(self) -> int:
-    return self.arch.z_dim
+  # The architecture's sizes, read through G (G.resolution, G.n_latent, ...).
+  resolution = property(lambda self: self.arch.resolution)
+  n_latent = property(lambda self: self.arch.n_latent)
+  w_dim = property(lambda self: self.arch.w_dim)
+  z_dim = property(lambda self: self.arch.z_dim)
 
   @property
   def num_noise(self) -> int:

@@ -23,18 +23,8 @@ for _var in ('JAX_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE',
              'TPU_WORKER_HOSTNAMES'):
   os.environ.pop(_var, None)
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-# The programs started by tests (CLI runs, several processes) are mostly
-# compilation: XLA's cheapest backend optimisation level halves it and does
-# not change what is computed. In-process tests run many steps of programs
-# compiled once, where that level runs ~10x slower: this process keeps the
-# default, read when its backend starts here, before the flag is added.
-jax.devices()
-os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
-                           ' --xla_backend_optimization_level=0').strip()
 
 from sphinx_jax import convert  # pylint: disable=g-import-not-at-top, wrong-import-position
 

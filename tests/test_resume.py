@@ -234,6 +234,9 @@ def _start_processes(args, envs, extra=()):
           for i, env in enumerate(envs)]
 
 
+# Slow (two processes compiling, killed and rerun: ~2 minutes of a 2-core
+# CI's time); run by hand: pytest -m slow.
+@pytest.mark.slow
 def test_two_processes_killed_and_rerun_equal_one(tmp_path, converted, inputs,
                                                   reference):
   """jax.distributed, coordinator on 127.0.0.1: started from the environment,

@@ -16,6 +16,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from sphinx_jax.errors import SphinxError, one_line
+from sphinx_jax.runtime import compile_cache
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -55,6 +56,7 @@ def run(main: Callable[..., int], config_file: Optional[str] = None) -> None:
       print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
       return 2
     logging.set_verbosity(logging.WARNING)  # keep JAX/Orbax chatter out
+    compile_cache.enable()
     try:
       return main() if flag is None else main(_config_value(flag))
     except SphinxError as e:

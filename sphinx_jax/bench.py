@@ -2,11 +2,15 @@
 
 Runs on a random-weight generator with the config-f channel table (`Architecture.standard`) (or a
 converted one with --generator), excludes compilation and warm-up, and reports
-the median over timed steps. The last line printed is one JSON object.
+the median over timed steps. The step's compilation is timed apart
+(`compile_s`), with `compile_cache` saying whether the persistent cache
+served it ('hit': a warm compile), had to store it ('miss': a cold one) or
+is off. The last line printed is one JSON object.
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -21,6 +25,7 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files.generator_dir import load_generator
 from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
+from sphinx_jax.runtime import compile_cache
 
 
 def random_generator(arch: Architecture, seed: int = 0) -> Generator:
@@ -42,8 +47,16 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
   return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def _cache_entries(directory: Optional[str]) -> set[str]:
+  return (set(os.listdir(directory)) if directory and os.path.isdir(directory)
+          else set())
+
+
 def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
-          warmup: int = 2, dtype: str = 'float32', remat: bool = False) -> dict:
+          warmup: int = 2, dtype: str = 'float32', remat: bool = False,
+          cache_dir: Optional[str] = None) -> dict:
+  """The step's speed, compilation and memory (`cache_dir`: the persistent
+  compilation cache's directory, None when it is off)."""
   settings = engine.Settings(method=method, steps=steps + warmup,
                              lpips_weight=1.5 if use_lpips else 0.0,
                              lpips_min_resolution=0, dtype=dtype, remat=remat)
@@ -56,7 +69,12 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   args = (inv.plan, state, opt_state, keys, None, targets, feats, op_params,
           jnp.int32(0),
           jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
+  before = _cache_entries(cache_dir)
+  start = time.perf_counter()
   compiled = engine._step.lower(*args).compile()  # pylint: disable=protected-access
+  compile_s = time.perf_counter() - start
+  cache = ('off' if cache_dir is None else
+           'miss' if _cache_entries(cache_dir) - before else 'hit')
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   flops = float(cost.get('flops', 0.0)) if cost else 0.0
@@ -82,6 +100,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
       'flops_per_image_step': flops / batch,
       'achieved_gflops': flops / seconds / 1e9,
       'peak_memory_bytes': int(peak),
+      'compile_s': compile_s, 'compile_cache': cache,
   }
 
 
@@ -103,6 +122,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--no-matmul', action='store_true',
                       help='skip measuring the matmul peak')
   args = parser.parse_args(argv)
+  cache_dir = compile_cache.enable()
+  # Every program is stored, so that a hit or miss says what happened.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   try:
     g = (load_generator(args.generator) if args.generator
          else random_generator(Architecture.standard(args.resolution)))
@@ -110,14 +132,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 1
   result = bench(g, args.batch, args.steps, args.method, not args.no_lpips,
-                 args.warmup, args.dtype, args.remat)
+                 args.warmup, args.dtype, args.remat, cache_dir)
   if not args.no_matmul:
     result['matmul_peak_gflops'] = matmul_gflops()
     result['fraction_of_matmul_peak'] = (result['achieved_gflops'] /
                                          result['matmul_peak_gflops'])
   for key in ('device', 'resolution', 'batch', 'method', 'lpips',
               'ms_per_step', 'image_steps_per_s', 'flops_per_image_step',
-              'achieved_gflops', 'matmul_peak_gflops', 'peak_memory_bytes'):
+              'achieved_gflops', 'matmul_peak_gflops', 'peak_memory_bytes',
+              'compile_s', 'compile_cache'):
     if key in result:
       value = result[key]
       print(f'{key:<22} {value:.4g}' if isinstance(value, float)

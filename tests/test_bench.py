@@ -2,7 +2,9 @@
 
 import json
 
+from conftest import run_cli
 from sphinx_jax import bench
+from sphinx_jax.runtime import compile_cache
 
 KEYS = {'image_steps_per_s', 'ms_per_step', 'resolution', 'batch', 'dtype',
         'device', 'flops_per_image_step', 'achieved_gflops', 'peak_memory_bytes'}
@@ -33,3 +35,15 @@ def test_bad_generator_is_one_line(tmp_path, capsys):
   assert bench.main(['--generator', str(tmp_path / 'nope')]) == 1
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('error:')
+
+
+def test_a_second_run_compiles_from_the_cache(tmp_path, converted):
+  """Cold, then warm: the second process finds the step in the cache."""
+  args = ('-m', 'sphinx_jax.bench', '--generator', converted['zip'], '--batch',
+          '1', '--steps', '1', '--warmup', '0', '--no-lpips', '--no-matmul')
+  env = {compile_cache.ENV: str(tmp_path / 'cache')}
+  runs = [run_cli(*args, env=env) for _ in range(2)]
+  assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+  results = [json.loads(r.stdout.strip().splitlines()[-1]) for r in runs]
+  assert [r['compile_cache'] for r in results] == ['miss', 'hit']
+  assert all(r['compile_s'] > 0 for r in results)

@@ -54,7 +54,7 @@ def settings_from_config(config) -> folder.RunSettings:
       ('method', config.method in methods.METHODS,
        f'one of {", ".join(methods.METHODS)}'),
       *cli.optimisation_checks(config),
-      ('batch_size', config.batch_size >= 1, 'at least 1'),
+      ('batch_size', config.batch_size >= 0, 'at least 1, or 0 (automatic)'),
       ('save_every', config.save_every >= 1, 'at least 1'),
       ('steps_per_dispatch', config.steps_per_dispatch >= 1, 'at least 1'),
       ('dtype', config.dtype in ('float32', 'bfloat16'),

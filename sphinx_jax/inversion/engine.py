@@ -265,6 +265,7 @@ class Inverter:
                                          remat=settings.remat)
     self.lpips_compute = compute_copy(self.lpips_params, settings.dtype)
     self._steps_total = jax.device_put(np.int32(settings.steps))
+    self._step_memory: dict[int, int] = {}
 
   def init(self, identities):
     """Keys, states and Adam states for a batch of image identities."""
@@ -329,6 +330,30 @@ class Inverter:
     return _steps(self.plan, state, opt_state, keys, targets, target_feats,
                   op_params, first, count, self._steps_total, self.g_compute,
                   self.lpips_compute)
+
+  def step_memory(self, batch: int) -> int:
+    """Bytes per device the compiled steps need for `batch` images of this
+    process (XLA's memory analysis of the program `invert` runs: arguments,
+    outputs and temporaries, less the donated buffers reused for outputs).
+    Compiles the program once per batch size; allocates only the batch's
+    small state."""
+    if batch not in self._step_memory:
+      self._step_memory[batch] = self._analyse_step_memory(batch)
+    return self._step_memory[batch]
+
+  def _analyse_step_memory(self, batch: int) -> int:
+    ids = np.arange(batch, dtype=np.uint32)
+    keys, state, opt_state = self.init(ids)
+    r = self.g.resolution
+    targets = self.placement.shard(np.zeros((batch, r, r, 3), np.float32))
+    feats = self.target_features(targets)
+    first, count = jax.device_put((np.int32(0), np.int32(1)))
+    memory = _steps.lower(
+        self.plan, state, opt_state, keys, targets, feats,
+        self.operator_params(ids), first, count, self._steps_total,
+        self.g_compute, self.lpips_compute).compile().memory_analysis()
+    return int(memory.argument_size_in_bytes + memory.output_size_in_bytes +
+               memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
   def estimate(self, state, keys):
     """(mean image, std image, mean W+, mean content) over vicinal draws."""

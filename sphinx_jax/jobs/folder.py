@@ -24,7 +24,7 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files import animation, atomic, codes, generator_dir, images
 from sphinx_jax.files import inputs, outputs
 from sphinx_jax.inversion import engine, metrics
-from sphinx_jax.runtime import hosts, resume, sharding
+from sphinx_jax.runtime import hosts, memory, resume, sharding
 
 # The settings a run's results depend on (run.json): changing one of them on
 # an outdir is refused; the others may change between reruns.
@@ -42,7 +42,7 @@ class RunSettings:
   outdir: str
   inversion: engine.Settings = engine.Settings()
   references: str = ''
-  batch_size: int = 4
+  batch_size: int = 4  # 0: the largest that fits (runtime/memory.py)
   save_every: int = 100
   checkpoint_every: int = 0
   steps_per_dispatch: int = 10
@@ -259,6 +259,21 @@ def _kept_rows(path: str, names: set[str]) -> list[dict[str, Any]]:
           for r in rows]
 
 
+def automatic_batch_size(inverter: engine.Inverter, images: int) -> int:
+  """batch_size=0: the largest batch that fits every process's devices
+  (for at most `images` images a process), printed with what it needs."""
+  limit = memory.device_memory_limit()
+  try:
+    batch, need = memory.largest_batch(inverter, limit, images)
+  except ValueError as e:
+    raise SphinxError(f'batch_size = 0: {e}') from None
+  batch = min(hosts.gather(batch))  # processes step together
+  print(f'batch_size = 0: chose {batch}, whose step needs '
+        f'{need / 2**30:.2f} GiB of {limit / 2**30:.2f} GiB per device',
+        file=sys.stderr)
+  return batch
+
+
 def run(settings: RunSettings) -> int:
   """Inverts every image of `settings.inputs`; returns the exit status."""
   hosts.initialize(settings.distributed)
@@ -285,7 +300,9 @@ def run(settings: RunSettings) -> int:
 
   inverter = engine.Inverter(g, settings.inversion, sharding.Placement(
       sharding.batch_mesh(hosts.devices())))
-  size = inverter.placement.padded_batch_size(settings.batch_size)
+  batch_size = settings.batch_size or automatic_batch_size(
+      inverter, max(hosts.gather(len(todo))))
+  size = inverter.placement.padded_batch_size(batch_size)
   table = outputs.MetricsTable(metrics_path)
   config_json = {**settings.to_json(), 'lr_used': inverter.lr}
   if hosts.is_primary():
@@ -293,8 +310,7 @@ def run(settings: RunSettings) -> int:
                       config_json)
 
   rows, problems = [], []
-  groups = [todo[i:i + settings.batch_size]
-            for i in range(0, len(todo), settings.batch_size)]
+  groups = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
   # Processes step together: each runs as many batches as the busiest one,
   # padding where it has run out of images.
   count = max(hosts.gather(len(groups)))

@@ -11,7 +11,7 @@ from sphinx_jax.runtime import memory
 @pytest.fixture(scope='module')
 def inverter(converted):
   return Inverter(load_generator(converted['zip']),
-                  Settings(steps=2, num_vicinal=1))
+                  Settings(method='wplus', steps=2, num_vicinal=1))
 
 
 def test_the_choice_is_the_largest_batch_under_a_simulated_limit(inverter):
@@ -33,7 +33,8 @@ def test_a_run_with_batch_size_zero_chooses_and_says_so(tmp_path, converted,
   config = load_config('invert', generator=converted['zip'],
                        inputs=str(REPO / 'samples' / 'ca*'),
                        outdir=str(tmp_path),
-                       steps=1, batch_size=0, num_vicinal=1, save_every=1)
+                       steps=1, batch_size=0, num_vicinal=1, save_every=1,
+                       method='wplus')
   assert run.main(config) == 0
   # Any machine's memory holds both images (cameraman, cat) at once.
   assert 'batch_size = 0: chose 2,' in capsys.readouterr().err

@@ -141,7 +141,7 @@ def test_bad_command_line_is_one_line(tmp_path, converted, inputs, override,
 
 
 @pytest.mark.parametrize('override,message', [
-    (dict(batch_size=0), 'config.batch_size = 0: must be at least 1'),
+    (dict(batch_size=-1), 'config.batch_size = -1: must be at least 1, or 0'),
     (dict(generator='/nonexistent'), 'no such generator directory'),
     (dict(inputs='/nonexistent/*.png'), 'no image files'),
     (dict(lr=-1.0), 'config.lr = -1.0: must be positive'),

@@ -114,3 +114,19 @@ def test_remat_changes_memory_not_results(gen, golden):
 
   np.testing.assert_allclose(grad(dataclasses.replace(gen, remat=True)), grad(gen),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_blocks_run_in_two_parts_equal_the_whole_network(converted):
+  """From every intermediate layer k: blocks [0, k) then [k, end) give
+  synthesize's image, and the features have the layer's resolution."""
+  g = sphinx_jax.load_generator(converted['zip'])
+  wplus = jax.random.normal(jax.random.key(3), (2, g.n_latent, g.w_dim))
+  content = jax.random.normal(jax.random.key(4), (2, 4, 4, g.arch.channel(4)))
+  whole = np.asarray(g.synthesize(wplus, content=content))
+  for k in range(1, g.num_blocks):
+    x, img = g.synthesize_blocks(wplus, content=content, stop=k)
+    assert x.shape[1] == img.shape[1] == 4 * 2**(k - 1)
+    rest = g.synthesize_blocks(wplus, start=k, hidden=(x, img))
+    np.testing.assert_allclose(rest, whole, atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match='hidden is needed'):
+    g.synthesize_blocks(wplus, start=1)

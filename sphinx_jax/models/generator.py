@@ -81,6 +81,42 @@ class Generator:
                              self._noise_maps(noise), content,
                              method=StyleGAN2.synthesize)
 
+  @property
+  def num_blocks(self) -> int:
+    """Synthesis blocks, one per resolution from 4x4 up."""
+    return len(self.arch.resolutions)
+
+  def synthesize_blocks(self, wplus: jax.Array, noise: Noise = None,
+                        content: Optional[jax.Array] = None, start: int = 0,
+                        stop: Optional[int] = None, hidden=None):
+    """Part of `synthesize`: blocks `start` to `stop - 1` of the
+    `num_blocks` (block k makes resolution 4 * 2**k). Running blocks [0, k)
+    then [k, num_blocks) from what the first part returns gives
+    `synthesize`'s image, to float rounding: intermediate layers can be
+    read, edited or optimised (as ILO does).
+
+    Args:
+      wplus, noise, content: as `synthesize` takes them (all rows and maps;
+        each block reads its own).
+      start: the first block to run; from start > 0, `hidden` must be what
+        a run stopping at `start` returned (content is then unused).
+      stop: the block to stop before (None: all).
+      hidden: (x, img) after block start - 1.
+
+    Returns:
+      The image when the last block ran, else (x, img): the features
+      (B, r, r, C) and the RGB skip (B, r, r, 3) after block stop - 1.
+    """
+    stop = self.num_blocks if stop is None else stop
+    if not 0 <= start < stop <= self.num_blocks:
+      raise ValueError(f'need 0 <= start < stop <= {self.num_blocks}, got '
+                       f'start={start}, stop={stop}')
+    if (start > 0) != (hidden is not None):
+      raise ValueError('hidden is needed exactly when start > 0')
+    return self.module.apply({'params': self.params}, wplus,
+                             self._noise_maps(noise), content, start, stop,
+                             hidden, method=StyleGAN2.synthesize_blocks)
+
   def _noise_maps(self, noise: Noise) -> list[Optional[jax.Array]]:
     if noise is None:
       if self.noise_const is None:

@@ -295,23 +295,31 @@ class Synthesis(nn.Module):
 
   @nn.compact
   def __call__(self, wplus: Array, noise: Sequence[Optional[Array]],
-               content: Optional[Array] = None) -> Array:
+               content: Optional[Array] = None, start: int = 0,
+               stop: Optional[int] = None, hidden: Optional[tuple] = None):
+    """The image, or with `stop` before the last block, (x, img): the
+    features and the RGB skip after block `stop - 1`; from `start` > 0 the
+    blocks continue from `hidden`, such a pair after block `start - 1`."""
     arch = self.arch
-    const = self.param('const', nn.initializers.normal(1.0),
-                       (4, 4, arch.channel(4)))
-    x = (jnp.broadcast_to(const, (wplus.shape[0],) + const.shape)
-         if content is None else content)
-    img = None
+    stop = len(arch.resolutions) if stop is None else stop
+    if start == 0:
+      const = self.param('const', nn.initializers.normal(1.0),
+                         (4, 4, arch.channel(4)))
+      x = (jnp.broadcast_to(const, (wplus.shape[0],) + const.shape)
+           if content is None else content)
+      img = None
+    else:
+      x, img = hidden
     # Block i reads W+ rows 2i-1 (conv0), 2i (conv1), 2i+1 (ToRGB, shared with
     # the next block's conv0) and noise maps 2i-1, 2i.
-    for i, res in enumerate(arch.resolutions):
+    for i, res in enumerate(arch.resolutions[start:stop], start):
       first = max(2 * i - 1, 0)
       ws = [wplus[:, j] for j in range(first, 2 * i + 2)]
       block = nn.remat(Block) if self.remat else Block
       x, img = block(arch.channel(res), up=res > 4, conv_clamp=arch.conv_clamp,
                      name=f'b{res}')(
           x, img, ws, list(noise[first:2 * i + 1]))
-    return img
+    return img if stop == len(arch.resolutions) else (x, img)
 
 
 class StyleGAN2(nn.Module):
@@ -330,6 +338,9 @@ class StyleGAN2(nn.Module):
   def synthesize(self, wplus: Array, noise: Sequence[Optional[Array]],
                  content: Optional[Array] = None) -> Array:
     return self.synthesis(wplus, noise, content)
+
+  def synthesize_blocks(self, wplus, noise, content, start, stop, hidden):
+    return self.synthesis(wplus, noise, content, start, stop, hidden)
 
   def __call__(self, z: Array) -> Array:
     """Used for initialisation: touches every parameter once."""

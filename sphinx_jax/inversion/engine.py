@@ -279,17 +279,17 @@ class Inverter:
     return self.placement.shard(operators.batch_params(
         self.operator, self.settings.seed, identities, self.g.resolution))
 
-  def observe(self, images, identities, op_params, given: bool = False
-              ) -> Array:
+  def observe(self, images, identities, op_params, given: bool = False,
+              stream: int = operators.OBSERVATION_STREAM) -> Array:
     """The observations of a batch, on the devices: synthesised from
-    (B, R, R, 3) clean images (their noise drawn from the seed and each
-    image's identity), or with `given`, made from observations loaded at
-    `operator.load_size`."""
+    (B, R, R, 3) clean images (their noise drawn from the seed, each image's
+    identity and `stream`), or with `given`, made from observations loaded
+    at `operator.load_size`."""
     images = self.placement.shard(images)
     if given:
       return _from_file(self.operator, op_params, images)
     keys = _observation_keys(self.settings.seed, self.placement.shard(
-        np.asarray(identities, np.uint32)))
+        np.asarray(identities, np.uint32)), stream)
     return _observe(self.operator, op_params, images, keys)
 
   def observe_reconstruction(self, images, identities, op_params) -> Array:
@@ -297,10 +297,9 @@ class Inverter:
     their observations were, with a fresh draw of its noise (the official
     code's pros_gen.png): reconstruction_observed.png, to set beside
     observation.png."""
-    keys = _observation_keys(self.settings.seed, self.placement.shard(
-        np.asarray(identities, np.uint32)), operators.RECONSTRUCTION_STREAM)
-    return self.view(op_params, _observe(
-        self.operator, op_params, self.placement.shard(images), keys))
+    return self.view(op_params, self.observe(
+        images, identities, op_params,
+        stream=operators.RECONSTRUCTION_STREAM))
 
   def view(self, op_params, observations) -> Array:
     """(B, R, R, 3) pictures of the observations (observation.png)."""

@@ -10,7 +10,7 @@ import dataclasses
 from sphinx_jax import cli
 from sphinx_jax.errors import SphinxError, check_fields
 from sphinx_jax.files import inputs
-from sphinx_jax.inversion import engine, methods, metrics, operators
+from sphinx_jax.inversion import engine, methods, metrics, operators, pti
 from sphinx_jax.jobs import folder
 from sphinx_jax.runtime import hosts
 
@@ -48,6 +48,11 @@ def distributed_from_config(cfg) -> hosts.Distributed:
   return hosts.Distributed(**cfg.to_dict())
 
 
+def _radii(value) -> bool:
+  return isinstance(value, (tuple, list)) and all(
+      isinstance(r, (int, float)) and r > 0 for r in value)
+
+
 def settings_from_config(config) -> folder.RunSettings:
   """Checks every field and returns the typed settings."""
   checks = (
@@ -71,6 +76,10 @@ def settings_from_config(config) -> folder.RunSettings:
        'True or False'),
       ('quantize', config.quantize in metrics.QUANTIZE,
        ' or '.join(map(repr, metrics.QUANTIZE))),
+      ('pivot', config.pivot in pti.PIVOTS, ' or '.join(map(repr, pti.PIVOTS))),
+      *((f'ilo_radius_{k}', _radii(config[f'ilo_radius_{k}']),
+         'a tuple of positive numbers (empty: no projection)')
+        for k in ('latent', 'noise', 'hidden')),
   )
   check_fields(config, checks)
   operator = operator_from_config(config.operator)
@@ -80,6 +89,9 @@ def settings_from_config(config) -> folder.RunSettings:
   settings = engine.Settings(
       **{f.name: config[f.name] for f in dataclasses.fields(engine.Settings)
          if f.name != 'operator'}, operator=operator)
+  settings = dataclasses.replace(settings, **{
+      f'ilo_radius_{k}': tuple(map(float, config[f'ilo_radius_{k}']))
+      for k in ('latent', 'noise', 'hidden')})
   preprocess = inputs.Preprocess(
       **{f.name: config[f.name] for f in dataclasses.fields(inputs.Preprocess)})
   return folder.RunSettings(

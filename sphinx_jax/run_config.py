@@ -32,6 +32,13 @@ def base() -> config_dict.ConfigDict:
   c.num_vicinal = 16
   c.dtype = 'float32'
   c.remat = False
+  # Method options (README, "Methods"): PTI's pivot, 'w' or 'sphinx'; ILO's
+  # l1 radii per stage around each stage's start (the last repeats; an
+  # empty tuple: no projection).
+  c.pivot = 'w'
+  c.ilo_radius_latent = ()
+  c.ilo_radius_noise = ()
+  c.ilo_radius_hidden = (1000.0, 1000.0, 6000.0)
   c.save_every = 100
   c.checkpoint_every = 0
   c.steps_per_dispatch = 10

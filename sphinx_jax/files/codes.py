@@ -38,6 +38,8 @@ class Codes:
   wplus: np.ndarray  # (n_latent, w_dim): the mean W+ (the tiled w for 'w')
   noise: Optional[list[np.ndarray]]  # (r, r, 1) maps; None: G's stored noise
   content: Optional[np.ndarray]  # (4, 4, C4), SPHInX only; None: G's constant
+  # PTI: the tuned synthesis weights' difference from G's; None: G's own.
+  delta: Any = None
 
 
 def write_codes(directory: str, tree: dict[str, Any],
@@ -90,10 +92,10 @@ def read_codes_config(path: str) -> dict[str, Any]:
   return config
 
 
-def expected_codes(method: str, g: Generator) -> dict[str, Any]:
-  """Shapes of the tree `write_codes` saves for `method` on `g`."""
-  # A method built without its generator set-up has its state's shapes.
-  method = methods.get(method)()
+def expected_codes(record: dict[str, Any], g: Generator) -> dict[str, Any]:
+  """Shapes of the tree `write_codes` saves for the run `record` (its
+  config.json) on `g`."""
+  method = methods.get(record['method']).from_record(record, g)
   state = jax.eval_shape(method.init, jax.random.key(0), g)
   tree = {'state': state,
           'wplus_mean': jax.ShapeDtypeStruct((g.n_latent, g.w_dim),
@@ -111,20 +113,26 @@ def load_codes(path: str, g: Generator) -> Codes:
     SphinxError: the directory is missing, unreadable or was made for another
       generator, naming the file and key.
   """
-  method = read_codes_config(path)['method']
+  record = read_codes_config(path)
+  method = record['method']
+  if not methods.get(method).editable:
+    raise SphinxError(f'{path}: codes of method {method}, whose image comes '
+                      'from features inside the generator that an edit of '
+                      'the codes cannot reach; edit another method\'s codes')
   state_path = os.path.join(os.path.abspath(path), 'state')
   try:
     tree = ocp.StandardCheckpointer().restore(state_path)
   except Exception as e:  # Orbax raises many types for damaged directories.
     raise SphinxError(f'{state_path}: cannot read the codes '
                       f'({type(e).__name__}: {one_line(e)})') from None
-  check_tree(tree, expected_codes(method, g), state_path, 'codes')
+  check_tree(tree, expected_codes(record, g), state_path, 'codes')
   as_array = lambda x: np.asarray(x, np.float32)
-  noise = tree['state'].get('noise')
+  noise = methods.get(method).from_record(record, g).noise_of(tree['state'])
   return Codes(path=path, method=method, wplus=as_array(tree['wplus_mean']),
                noise=None if noise is None else [as_array(n) for n in noise],
                content=(as_array(tree['content_mean']) if 'content_mean' in tree
-                        else None))
+                        else None),
+               delta=tree['state'].get('delta'))
 
 
 def _entry(result: Any, key: str, kind: Union[type, tuple[type, ...]],

@@ -14,7 +14,8 @@ import numpy as np
 from sphinx_jax.files import animation, atomic, images
 
 METRICS_COLUMNS = ('image', 'method', 'steps', 'psnr', 'ssim', 'lpips',
-                   'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean')
+                   'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean',
+                   'robust_psnr')
 # std.png shows the per-pixel standard deviation (in [-1, 1] image units)
 # times STD_GAIN: white is a standard deviation of 1/STD_GAIN.
 STD_GAIN = 2.0

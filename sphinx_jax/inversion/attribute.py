@@ -185,10 +185,7 @@ def mean_codes(state: dict[str, Any], key: Array, num_vicinal: int,
   """Mean W+ and content of SPHInX heads ('ps', 'pc') over num_vicinal draws
   of z+ and s, keyed by jax.random.split(key, num_vicinal): deterministic
   codes to render from (as an inversion's wplus_mean/content_mean)."""
-  keys = jax.random.split(key, num_vicinal)
-  wplus, content = jax.vmap(
-      lambda k: _SPHINX.inputs(state, k, None, g)[::2])(keys)
-  return wplus.mean(axis=0), content.mean(axis=0)
+  return _SPHINX.mean_codes(state, key, num_vicinal, g)
 
 
 @jax.jit

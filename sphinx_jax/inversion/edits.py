@@ -35,10 +35,13 @@ def _synthesize_one(g: Generator, wplus, noise, content):
   return g.synthesize(wplus[None], noise, content[None])[0]
 
 
-def render(g: Generator, frame: Frame) -> np.ndarray:
-  """(H, W, 3) image of one frame's inputs. Frames render one at a time
-  through the same compiled program, so equal inputs give equal pixels."""
+def render(g: Generator, frame: Frame, delta=None) -> np.ndarray:
+  """(H, W, 3) image of one frame's inputs, on G tuned by `delta` (PTI's
+  codes) if given. Frames render one at a time through the same compiled
+  program, so equal inputs give equal pixels (a zero delta, G's own)."""
   wplus, noise, content = frame
+  if delta is not None:
+    g = g.tuned(delta)
   return np.asarray(_synthesize_one(g, wplus, noise, content))
 
 
@@ -64,6 +67,19 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
   # a * (1 - t) + b * t (not a + t * (b - a)) returns a and b exactly at the
   # ends, so the first and last frames are the two bases.
   return a * np.float32(1 - t) + b * np.float32(t)
+
+
+def interpolation_deltas(a: Codes, b: Codes, g: Generator,
+                         frames: int) -> list:
+  """Each frame's tuned-weight difference, blended as the codes are (a
+  missing one is zero); all None when neither codes has one."""
+  if a.delta is None and b.delta is None:
+    return [None] * frames
+  zero = jax.tree_util.tree_map(np.zeros_like, g.params['synthesis'])
+  start, end = (zero if c.delta is None else c.delta for c in (a, b))
+  return [jax.tree_util.tree_map(lambda x, y, t=t: _lerp(
+      np.asarray(x, np.float32), np.asarray(y, np.float32), t), start, end)
+          for t in np.linspace(0.0, 1.0, frames)]
 
 
 def interpolation_frames(a: Codes, b: Codes, g: Generator,

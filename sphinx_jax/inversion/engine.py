@@ -19,14 +19,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sphinx_jax.inversion import methods, objective, operators
+from sphinx_jax.errors import SphinxError
+from sphinx_jax.inversion import methods, metrics, objective, operators
+from sphinx_jax.inversion import stages as stages_lib
 from sphinx_jax.models import lpips
-from sphinx_jax.models.generator import Generator
+from sphinx_jax.models.generator import Generator, w_coordinate_spread
 from sphinx_jax.runtime.sharding import Placement
 
 Array = jax.Array
 # The stream of the per-step key the operator's own noise is drawn from.
 _OPERATOR_STREAM = 0x0FE2
+# Robustness of the codes (`Inverter.robustness`): ROBUST_DRAWS draws of a
+# perturbation of W+ by ROBUST_EPS times each coordinate's spread in W.
+ROBUST_EPS = 0.1
+ROBUST_DRAWS = 4
+_ROBUST_STREAM = 0x0B57
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,11 @@ class Settings:
   remat: bool = False  # recompute synthesis blocks in the backward pass
   # The forward operator the loss sees the generated image through.
   operator: operators.Identity = operators.Identity()
+  pivot: str = 'w'  # pti: 'w' (PTI's) or 'sphinx'
+  # ilo: l1 radii per stage (the last repeats; empty: no projection).
+  ilo_radius_latent: tuple[float, ...] = ()
+  ilo_radius_noise: tuple[float, ...] = ()
+  ilo_radius_hidden: tuple[float, ...] = (1000.0, 1000.0, 6000.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +74,7 @@ class Plan:
   def tx(self, steps) -> optax.GradientTransformation:
     """The optimiser for a run of `steps` (a traced value inside the step,
     so runs of any length share one compiled program)."""
-    return objective.make_optimizer(
-        lambda state: self.method.labels(state, self.schedule_all), self.lr,
-        steps)
+    return self.method.optimizer(self.lr, steps, self.schedule_all)
 
 
 def image_keys(seed: int, identities: np.ndarray) -> Array:
@@ -85,28 +95,18 @@ def compute_copy(tree, dtype: str):
       tree)
 
 
-def _render(plan: Plan, state, draw, t, g: Generator):
-  """One image from the method's inputs for one draw; `g` holds
-  compute-dtype weights. The inputs are cast to the compute dtype and the
-  image back to float32, so the state and its gradients stay float32."""
-  wplus, noise, content = plan.method.feed(state, draw, t, g)
-  cast = lambda x: x[None].astype(plan.dtype)
-  image = g.synthesize(cast(wplus),
-                       None if noise is None else list(map(cast, noise)),
-                       None if content is None else cast(content))[0]
-  return image.astype(jnp.float32), wplus, content
-
-
 def _rgb(x):
   """An operator's image output as LPIPS takes it (grayscale replicated)."""
   return jnp.broadcast_to(x, x.shape[:-1] + (3,))
 
 
-def _loss(plan: Plan, state, key, draw, t, target, target_feats, op_params,
-          g, lpips_params):
+def _loss(plan: Plan, state, key, draw, clock, target, target_feats,
+          op_params, g, lpips_params):
   """The loss of one draw in the operator's output space, where `target`
-  (the observation) lives; `key` seeds the operator's own noise."""
-  image, _, _ = _render(plan, state, draw, t, g)
+  (the observation) lives; `key` seeds the operator's own noise. `g` holds
+  compute-dtype weights; the method renders in that dtype and returns the
+  image in float32, so the state and its gradients stay float32."""
+  image, _, _ = plan.method.render(state, draw, clock, g)
   pred = plan.operator.apply(op_params, image,
                              jax.random.fold_in(key, _OPERATOR_STREAM))
   loss = plan.mse_weight * jnp.mean(jnp.square(pred - target))
@@ -114,7 +114,7 @@ def _loss(plan: Plan, state, key, draw, t, target, target_feats, op_params,
     feats = lpips.features(lpips_params, _rgb(pred).astype(plan.dtype))
     loss += plan.lpips_weight * lpips.distance_from_features(
         lpips_params, feats, target_feats).astype(jnp.float32)
-  return loss + plan.method.regularizer(state), image
+  return loss + plan.method.regularizer(state, clock), image
 
 
 def _step_one(plan: Plan, state, opt_state, keys, draw, target, target_feats,
@@ -122,25 +122,29 @@ def _step_one(plan: Plan, state, opt_state, keys, draw, target, target_feats,
   """One image's step; `draw` is None (drawn here from the image's keys) or
   a recorded draw to replay."""
   key = jax.random.fold_in(keys[1], step)
+  clock = methods.Clock(step, steps)
   if draw is None:
     draw = plan.method.draw(key, g)
+  state = plan.method.begin(state, key, clock, g)
   (loss, image), grads = jax.value_and_grad(
       functools.partial(_loss, plan), has_aux=True)(
-          state, key, draw, step / steps, target, target_feats, op_params, g,
+          state, key, draw, clock, target, target_feats, op_params, g,
           lpips_params)
   updates, opt_state = plan.tx(steps).update(grads, opt_state, state)
-  state = plan.method.post_update(optax.apply_updates(state, updates))
+  state = plan.method.post_update(optax.apply_updates(state, updates), clock)
   return state, opt_state, loss, image
 
 
-def _estimate_one(plan: Plan, state, keys, g: Generator):
+def _estimate_one(plan: Plan, state, keys, g: Generator, steps):
   """Mean and std of the image (Welford), and the mean W+ and content,
-  over num_vicinal draws of the method's random inputs (at t = 1)."""
+  over num_vicinal draws of the method's random inputs (after the last
+  step)."""
+  clock = methods.Clock(steps, steps)
 
   def draw(carry, k):
     n, mean, m2, wplus_sum, content_sum = carry
     draw = plan.method.draw(jax.random.fold_in(keys[2], k), g)
-    image, wplus, content = _render(plan, state, draw, 1.0, g)
+    image, wplus, content = plan.method.render(state, draw, clock, g)
     n = n + 1
     delta = image - mean
     mean = mean + delta / n
@@ -154,6 +158,28 @@ def _estimate_one(plan: Plan, state, keys, g: Generator):
   (n, mean, m2, wplus_sum, content_sum), _ = jax.lax.scan(
       draw, init, jnp.arange(plan.num_vicinal))
   return mean, jnp.sqrt(m2 / n), wplus_sum / n, content_sum / n
+
+
+def _robustness_one(plan: Plan, state, wplus, content, keys, scale, g):
+  """Mean PSNR between the method's image of the codes and of the codes
+  with W+ perturbed by N(0, scale^2) per coordinate."""
+  decode = lambda w: plan.method.decode(state, w, content, g)
+  base = decode(wplus)
+
+  def one(total, k):
+    key = jax.random.fold_in(jax.random.fold_in(keys[2], _ROBUST_STREAM), k)
+    delta = scale * jax.random.normal(key, wplus.shape)
+    return total + metrics.psnr(decode(wplus + delta), base), None
+
+  total, _ = jax.lax.scan(one, 0.0, jnp.arange(ROBUST_DRAWS))
+  return total / ROBUST_DRAWS
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _robustness(plan: Plan, state, wplus, content, keys, scale, g):
+  return jax.vmap(functools.partial(_robustness_one, plan),
+                  in_axes=(0, 0, 0, 0, None, None))(state, wplus, content,
+                                                    keys, scale, g)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -192,9 +218,9 @@ def _steps(plan: Plan, state, opt_state, keys, targets, feats, op_params, first,
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _estimate(plan: Plan, state, keys, g):
+def _estimate(plan: Plan, state, keys, g, steps):
   return jax.vmap(functools.partial(_estimate_one, plan),
-                  in_axes=(0, 0, None))(state, keys, g)
+                  in_axes=(0, 0, None, None))(state, keys, g, steps)
 
 
 _image_keys = jax.jit(image_keys, static_argnums=0)
@@ -229,6 +255,7 @@ class Result:
   wplus_mean: Array
   content_mean: Optional[Array]  # SPHInX only
   losses: Array  # (B,) at the last step
+  robustness: Array  # (B,) `Inverter.robustness` of the mean codes
 
 
 class Inverter:
@@ -247,7 +274,13 @@ class Inverter:
     self.settings = settings
     self.placement = placement or Placement()
     self.g = self.placement.replicate(g)
-    self.method = methods.get(settings.method).for_generator(g)
+    self.method = methods.get(settings.method).for_generator(g, settings)
+    stages = self.method.stages
+    if stages and stages_lib.empty_stage(stages, settings.steps):
+      raise SphinxError(
+          f'config.steps = {settings.steps}: method {settings.method} runs '
+          f'{len(stages)} stages in the proportions {stages}; every stage '
+          f'needs a step (at least {stages_lib.fewest_steps(stages)} steps)')
     self.lr = settings.lr if settings.lr is not None else self.method.default_lr
     self.operator = settings.operator
     self.plan = Plan(
@@ -266,6 +299,7 @@ class Inverter:
     self.lpips_compute = compute_copy(self.lpips_params, settings.dtype)
     self._steps_total = jax.device_put(np.int32(settings.steps))
     self._step_memory: dict[int, int] = {}
+    self._spread = None
 
   def init(self, identities):
     """Keys, states and Adam states for a batch of image identities."""
@@ -354,9 +388,21 @@ class Inverter:
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes +
                memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 
+  def robustness(self, state, keys, wplus, content,
+                 eps: float = ROBUST_EPS) -> Array:
+    """(B,) how little the image changes when the codes do, in dB: the mean
+    PSNR between the method's image of the codes (W+, content) and of W+
+    plus N(0, (eps * sigma_w)^2) per coordinate, sigma_w each coordinate's
+    spread in W, over ROBUST_DRAWS seeded draws."""
+    if self._spread is None:
+      self._spread = self.placement.replicate(w_coordinate_spread(self.g))
+    return _robustness(self.plan, state, wplus, content, keys,
+                       np.float32(eps) * self._spread, self.g_compute)
+
   def estimate(self, state, keys):
     """(mean image, std image, mean W+, mean content) over vicinal draws."""
-    return _estimate(self.plan, state, keys, self.g_compute)
+    return _estimate(self.plan, state, keys, self.g_compute,
+                     self._steps_total)
 
   def invert(self, targets, identities,
              on_step: Optional[Callable[..., None]] = None,
@@ -411,4 +457,6 @@ class Inverter:
         state=state, reconstruction=image, mean=mean, std=std,
         wplus_mean=wplus_mean,
         content_mean=content_mean if self.method.has_content else None,
-        losses=losses)
+        losses=losses, robustness=self.robustness(
+            state, keys, wplus_mean,
+            content_mean if self.method.has_content else None))

@@ -2,7 +2,7 @@
 the learning-rate ramp, Adam per group, and when LPIPS enters the loss."""
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,8 @@ def schedule(lr: float, steps) -> optax.Schedule:
 
 
 def adam(learning_rate, b1: float = 0.9, b2: float = 0.999,
-         eps: float = 1e-8) -> optax.GradientTransformation:
+         eps: float = 1e-8, restart: Optional[Callable[[Array], Array]] = None
+         ) -> optax.GradientTransformation:
   """torch's Adam, as the official code runs it.
 
   optax.adam computes the bias corrections 1 - b**t in float32, where
@@ -38,6 +39,10 @@ def adam(learning_rate, b1: float = 0.9, b2: float = 0.999,
   over a run the systematic 1e-5 shows in the state. Here they are
   -expm1(t * log b), accurate in float32. The state is optax's
   ScaleByAdamState, so checkpoints keep their layout.
+
+  `restart(count)` names the update count a stage began at: there the
+  moments start afresh, as a new torch optimiser's would (staged methods
+  build one per stage).
   """
   log_b1, log_b2 = math.log(b1), math.log(b2)
 
@@ -48,10 +53,16 @@ def adam(learning_rate, b1: float = 0.9, b2: float = 0.999,
 
   def update(updates, state, params=None):
     del params
-    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    mu, nu, begun = state.mu, state.nu, 0
+    if restart is not None:
+      begun = restart(state.count)
+      fresh = state.count == begun
+      mu, nu = jax.tree_util.tree_map(
+          lambda m: jnp.where(fresh, jnp.zeros_like(m), m), (mu, nu))
+    mu = optax.tree.update_moment(updates, mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, nu, b2, 2)
     count = optax.safe_increment(state.count)
-    t = count.astype(jnp.float32)
+    t = (count - begun).astype(jnp.float32)
     c1, c2 = -jnp.expm1(t * log_b1), -jnp.expm1(t * log_b2)
     updates = jax.tree_util.tree_map(
         lambda m, v: (m / c1) / (jnp.sqrt(v / c2) + eps), mu, nu)

@@ -6,9 +6,11 @@ steps and loss (each into `<outdir>/<method>/`, resumable as any run), then
 writes `<outdir>/comparison.png` (a row per image: the target, then each
 method's reconstruction) and `<outdir>/comparison.csv`, and prints the
 table: PSNR (of the reconstruction, the official output, and of the mean
-image over vicinal draws) and LPIPS per image and method, and their means
-over each group of inputs (the inputs' first directory level, e.g.
-in_domain / out_of_domain).
+image over vicinal draws), LPIPS and the codes' robustness (`robust`: the
+mean PSNR between the image of the codes and of the codes perturbed,
+engine.Inverter.robustness) per image and method, and their means over each
+group of inputs (the inputs' first directory level, e.g. in_domain /
+out_of_domain).
 """
 
 import dataclasses
@@ -35,26 +37,35 @@ def _group(name: str) -> str:
 
 
 # The printed columns of each method: the official output (the last step's
-# image) and, for SPHInX, the mean over vicinal draws (mean.png).
-_SHOWN = (('psnr', 'psnr', '.2f'), ('psnr_mean', 'psnr(mean)', '.2f'),
-          ('lpips', 'lpips', '.3f'))
+# image), the mean over vicinal draws (mean.png), LPIPS and the robustness of
+# the codes; and whether a higher value is better.
+_SHOWN = (('psnr', 'psnr', '.2f', True), ('psnr_mean', 'psnr(mean)', '.2f', True),
+          ('lpips', 'lpips', '.3f', False), ('robust_psnr', 'robust', '.2f', True))
 
 
 def summarize(rows: list[dict[str, Any]], methods: list[str]) -> str:
-  """The printed table: per image, then the mean of each group."""
-  def line(label, value):
-    return f'{label:<32}' + ''.join(
-        f'{value(m, key):{max(12, len(m) + len(title) + 2)}{fmt}}'
-        for m in methods for key, title, fmt in _SHOWN)
+  """The printed table, a line per image and method, then each group's
+  means per method with the best method's value in each column starred."""
+  def line(label, method, values, best=()):
+    return f'{label:<32}{method:<13}' + ''.join(
+        f'{format(v, fmt) + ("*" if key in best else " "):>12}'
+        for v, (key, _, fmt, _) in zip(values, _SHOWN))
 
-  lines = [f'{"image":<32}' + ''.join(
-      f'{m + " " + title:>{max(12, len(m) + len(title) + 2)}}'
-      for m in methods for _, title, _ in _SHOWN)]
-  lines += [line(r['image'], lambda m, k, r=r: r[f'{m}_{k}']) for r in rows]
+  lines = [f'{"image":<32}{"method":<13}' + ''.join(
+      f'{title:>11} ' for _, title, _, _ in _SHOWN)]
+  lines += [line(r['image'], m, [r[f'{m}_{k}'] for k, *_ in _SHOWN])
+            for r in rows for m in methods]
   for group in dict.fromkeys(_group(r['image']) for r in rows):
     members = [r for r in rows if _group(r['image']) == group]
-    lines.append(line(f'mean {group} ({len(members)})', lambda m, k: np.mean(
-        [r[f'{m}_{k}'] for r in members])))
+    means = {m: [float(np.mean([r[f'{m}_{k}'] for r in members]))
+                 for k, *_ in _SHOWN] for m in methods}
+    best = {}
+    for i, (key, _, _, higher) in enumerate(_SHOWN):
+      pick = max if higher else min
+      best[key] = pick(methods, key=lambda m, i=i: means[m][i])
+    for m in methods:
+      lines.append(line(f'mean {group} ({len(members)})', m, means[m],
+                        [k for k, winner in best.items() if winner == m]))
   return '\n'.join(lines)
 
 
@@ -93,7 +104,8 @@ def compare(settings: CompareSettings) -> int:
     outdirs[method] = run.outdir
   scores = {m: _metrics(d) for m, d in outdirs.items()}
   names = [n for n in scores[methods[0]] if all(n in s for s in scores.values())]
-  kinds = ('psnr', 'ssim', 'lpips', 'psnr_mean', 'ssim_mean', 'lpips_mean')
+  kinds = ('psnr', 'ssim', 'lpips', 'psnr_mean', 'ssim_mean', 'lpips_mean',
+           'robust_psnr')
   rows = [{'image': n, **{f'{m}_{k}': float(scores[m][n][k])
                           for m in methods for k in kinds}}
           for n in names]

@@ -109,10 +109,15 @@ def check_same_generator(path_a: str, path_b: str,
 
 
 def _write(settings: EditSettings, frames: list[edits.Frame], g: Generator,
-           record: dict[str, Any], base: Optional[edits.Frame] = None) -> int:
+           record: dict[str, Any], base: Optional[edits.Frame] = None,
+           deltas: Optional[list] = None) -> int:
+  """Writes the frames, each on G tuned by its entry of `deltas` (PTI's
+  codes; None: G's own), and `base` on the first frame's."""
+  deltas = deltas or [None] * len(frames)
   animation.write_frames(
-      settings.outdir, [edits.render(g, f) for f in frames],
-      settings.ms_per_frame, base=None if base is None else edits.render(g, base))
+      settings.outdir, [edits.render(g, f, d) for f, d in zip(frames, deltas)],
+      settings.ms_per_frame,
+      base=None if base is None else edits.render(g, base, deltas[0]))
   atomic.write_json(os.path.join(settings.outdir, 'edit.json'),
                     {'mode': settings.mode, **record})
   return len(frames)
@@ -128,7 +133,8 @@ def run_direction(settings: EditSettings) -> int:
   return _write(settings, frames, g, {
       'codes': settings.codes, 'direction': settings.direction, 'rows': rows,
       'frame_strengths': list(settings.strengths)},
-                base=edits.base_inputs(codes, g))
+                base=edits.base_inputs(codes, g),
+                deltas=[codes.delta] * len(frames))
 
 
 def run_interpolate(settings: EditSettings) -> int:
@@ -139,7 +145,8 @@ def run_interpolate(settings: EditSettings) -> int:
   frames = edits.interpolation_frames(a, b, g, settings.frames)
   return _write(settings, frames, g, {
       'codes': settings.codes, 'codes_b': settings.codes_b,
-      'frame_t': np.linspace(0, 1, settings.frames).tolist()})
+      'frame_t': np.linspace(0, 1, settings.frames).tolist()},
+                deltas=edits.interpolation_deltas(a, b, g, settings.frames))
 
 
 def learn_targets(settings: EditSettings, g: Generator) -> np.ndarray:

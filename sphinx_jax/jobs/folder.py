@@ -31,7 +31,8 @@ from sphinx_jax.runtime import hosts, memory, resume, sharding
 RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
                  'references', 'dtype', 'observation', 'operator', 'resize',
-                 'interpolation', 'exif_transpose', 'quantize')
+                 'interpolation', 'exif_transpose', 'quantize', 'pivot',
+                 'ilo_radius_latent', 'ilo_radius_noise', 'ilo_radius_hidden')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +63,9 @@ class RunSettings:
 
   def results_key(self) -> dict[str, Any]:
     values = self.to_json()
-    return {k: values[k] for k in RESULT_FIELDS}
+    # As run.json holds them: tuples become lists.
+    return {k: list(values[k]) if isinstance(values[k], tuple) else values[k]
+            for k in RESULT_FIELDS}
 
 
 def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:
@@ -203,9 +206,9 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   scores = _evaluate(inverter.lpips_params, reconstruction, refs)
   scores_mean = _evaluate(inverter.lpips_params, mean, refs)
   (losses, reconstruction, mean, std, refs, views, observed, scores,
-   scores_mean) = inverter.placement.local(
+   scores_mean, robust) = inverter.placement.local(
        (result.losses, reconstruction, mean, result.std, refs, views,
-        observed, scores, scores_mean))
+        observed, scores, scores_mean, result.robustness))
   finite = [bool(np.isfinite(losses[i]) and np.isfinite(reconstruction[i]).all())
             for i in range(len(batch.items))]
   _write_codes(batch, result, inverter, settings, config_json, finite)
@@ -224,7 +227,8 @@ def _write_outputs(batch: _Batch, result: engine.Result,
     row = {'image': item.name, 'method': settings.inversion.method,
            'steps': settings.inversion.steps, 'seconds': seconds,
            **{k: float(v[i]) for k, v in scores.items()},
-           **{f'{k}_mean': float(v[i]) for k, v in scores_mean.items()}}
+           **{f'{k}_mean': float(v[i]) for k, v in scores_mean.items()},
+           'robust_psnr': float(robust[i])}
     table.add(row)
     manifest.add(item.name)
     rows.append(row)

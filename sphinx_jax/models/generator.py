@@ -81,6 +81,14 @@ class Generator:
                              self._noise_maps(noise), content,
                              method=StyleGAN2.synthesize)
 
+  def tuned(self, delta: Any) -> 'Generator':
+    """G with `delta` (a tree shaped like params['synthesis']) added to its
+    synthesis weights: one image's tuned generator (PTI), kept as a
+    difference. A zero delta leaves every weight as it is."""
+    synthesis = jax.tree_util.tree_map(lambda p, d: p + d.astype(p.dtype),
+                                       self.params['synthesis'], delta)
+    return self.replace(params={**self.params, 'synthesis': synthesis})
+
   @property
   def num_blocks(self) -> int:
     """Synthesis blocks, one per resolution from 4x4 up."""
@@ -136,3 +144,8 @@ def sample_w(g: Generator, samples: int = 10_000, seed: int = 0) -> jax.Array:
   behind an estimated w_avg and NVIDIA's w spread."""
   z = jax.random.normal(jax.random.key(seed), (samples, g.z_dim))
   return jax.jit(lambda g, z: g.mapping(z))(g, z)
+
+
+def w_coordinate_spread(g: Generator, samples: int = 10_000) -> jax.Array:
+  """(w_dim,) standard deviation of each coordinate of w = mapping(z)."""
+  return jnp.std(sample_w(g, samples), axis=0)

@@ -1,0 +1,160 @@
+"""PTI, pivotal tuning (Roich et al., 2021), as its official code
+(danielroich/PTI, configs/hyperparameters.py, training/coaches/) runs it,
+and the same tuning around a SPHInX pivot.
+
+Stage 0 finds the pivot: with `pivot='w'` PTI's W projection, NVIDIA's
+projector (methods.WProjector: its latent noise, noise maps and their
+regulariser) for 450 of 800 steps at its schedule's rate 0.01 (PTI's
+first_inv_lr = 5e-3 only seeds an optimiser whose rate the schedule
+overwrites at the first step); with `pivot='sphinx'`, SPHInX itself.
+Stage 1 freezes the pivot's codes and tunes this image's own copy of the
+synthesis weights, kept as a difference `delta` from the generator's (350
+steps, Adam at a constant 3e-4). As PTI, a W pivot is rendered in stage 1
+with G's stored noise (its projector optimised noise on a copy of G that it
+then drops); a SPHInX pivot keeps its own noise maps and its mean codes over
+the vicinal draws.
+
+Not carried over (README, "Methods"): PTI's early stop once LPIPS < 0.06,
+and its locality regulariser (off by default there too).
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from sphinx_jax.inversion import methods, objective, stages as stages_lib
+
+Array = jax.Array
+STAGES = (450, 350)  # PTI's first_inv_steps, max_pti_steps
+PIVOTS = ('w', 'sphinx')
+
+
+@dataclasses.dataclass(frozen=True)
+class Pti(methods.Method):
+  """Pivotal tuning: a pivot, then the synthesis weights tuned around it.
+
+  Attributes:
+    pivot: 'w' (PTI) or 'sphinx' (SPHInX's mean codes).
+    projector: the W pivot's projector, set up for the generator.
+    tune_lr: the tuning stage's rate (PTI's pti_learning_rate).
+    num_vicinal: draws behind a SPHInX pivot's mean codes.
+  """
+  name = 'pti'
+  pivot: str = 'w'
+  projector: methods.WProjector = methods.WProjector()
+  tune_lr: float = 3e-4
+  num_vicinal: int = 16
+  stages = STAGES
+
+  @property
+  def default_lr(self) -> float:  # the pivot's
+    return 1e-2 if self.pivot == 'w' else methods.Sphinx.default_lr
+
+  @property
+  def has_content(self) -> bool:
+    return self.pivot == 'sphinx'
+
+  @classmethod
+  def for_generator(cls, g, settings=None):
+    pivot = 'w' if settings is None else settings.pivot
+    return cls(pivot=pivot,
+               projector=methods.WProjector(w_std=methods.w_spread(g, 600)),
+               num_vicinal=16 if settings is None else settings.num_vicinal)
+
+  @classmethod
+  def from_record(cls, record, g):
+    del g
+    return cls(pivot=record.get('pivot', 'w'))
+
+  def _pivot(self) -> methods.Method:
+    return self.projector if self.pivot == 'w' else methods.Sphinx()
+
+  def _stage(self, clock):
+    return stages_lib.locate(self.stages, clock.step, clock.steps)
+
+  def init(self, key, g):
+    state = self._pivot().init(key, g)
+    state['delta'] = jax.tree_util.tree_map(jnp.zeros_like,
+                                            g.params['synthesis'])
+    if self.pivot == 'sphinx':
+      state['codes'] = {'wplus': jnp.zeros((g.n_latent, g.w_dim)),
+                        'content': jnp.zeros((4, 4, g.arch.channel(4)))}
+    return state
+
+  def draw(self, key, g):
+    return self._pivot().draw(key, g)
+
+  def noise_of(self, state):
+    return None if self.pivot == 'w' else state['noise']
+
+  def _codes(self, state, g):
+    """The frozen pivot: (W+, noise maps or None, content or None)."""
+    if self.pivot == 'w':
+      return jnp.tile(state['w'], (g.n_latent, 1)), None, None
+    return (state['codes']['wplus'], state['noise'],
+            state['codes']['content'])
+
+  def decode(self, state, wplus, content, g):
+    return methods.synthesize(g.tuned(state['delta']), wplus,
+                              self.noise_of(state), content)
+
+  def render(self, state, draw, clock, g):
+    stage, first, length = self._stage(clock)
+
+    def pivot():
+      local = methods.Clock(clock.step - first, length)
+      return self._pivot().render(state, draw, local, g)
+
+    def tuned():
+      wplus, noise, content = jax.lax.stop_gradient(self._codes(state, g))
+      return self.decode(state, wplus, content, g), wplus, content
+
+    return jax.lax.switch(stage, [pivot, tuned])
+
+  def begin(self, state, key, clock, g):
+    if self.pivot == 'w':
+      return state
+    stage, first, _ = self._stage(clock)
+
+    def freeze(state):
+      wplus, content = methods.Sphinx().mean_codes(state, key,
+                                                   self.num_vicinal, g)
+      return {**state, 'codes': {'wplus': wplus, 'content': content}}
+
+    return jax.lax.cond((clock.step == first) & (stage == 1), freeze,
+                        lambda s: s, state)
+
+  def regularizer(self, state, clock):
+    stage, first, length = self._stage(clock)
+    return jnp.where(stage == 0, self._pivot().regularizer(
+        state, methods.Clock(clock.step - first, length)), 0.0)
+
+  def post_update(self, state, clock):
+    stage, first, length = self._stage(clock)
+    done = self._pivot().post_update(state,
+                                     methods.Clock(clock.step - first, length))
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(stage == 0, a, b),
+                                  done, state)
+
+  def labels(self, state, schedule_all):
+    pivot_keys = [k for k in state if k not in ('delta', 'codes')]
+    labels = self._pivot().labels({k: state[k] for k in pivot_keys},
+                                  schedule_all)
+    return {**labels, **{k: methods.label_all(state[k], 'tune')
+                         for k in ('delta', 'codes') if k in state}}
+
+  def optimizer(self, lr, steps, schedule_all):
+    def in_stage(which, value):
+      return lambda stage, first, length, count: jnp.where(
+          stage == which, value(first, length, count), 0.0)
+
+    rates = {
+        'scheduled': in_stage(0, lambda first, length, count: lr *
+                              objective.lr_ramp((count - first) / length)),
+        'constant': in_stage(0, lambda *_: objective.CONSTANT_LR),
+        'tune': in_stage(1, lambda *_: self.tune_lr),
+    }
+    return stages_lib.optimizer(
+        self.stages, rates, lambda state: self.labels(state, schedule_all),
+        steps)

@@ -1,11 +1,13 @@
 """An inversion's results: each image's files and the metrics table.
 
-Every file is written to a temporary name and renamed, and every metrics row
-is appended with one write and flushed (files/atomic.py), so a crash never
-leaves a half-written PNG or CSV row.
+Every file is written to a temporary name and renamed, and every row of a
+table is appended with one write and flushed (files/atomic.py), so a crash
+never leaves a half-written PNG or CSV row.
 """
 
 import csv
+import glob
+import io
 import os
 from typing import Any, Optional, Sequence
 
@@ -43,27 +45,34 @@ def _cell(value: Any) -> str:
   return f'{value:.6g}' if isinstance(value, (float, np.floating)) else str(value)
 
 
+def _line(cells: Sequence[Any]) -> str:
+  """One CSV line, quoted where a cell needs it (a name with a comma)."""
+  out = io.StringIO()
+  csv.writer(out, lineterminator='').writerow([_cell(c) for c in cells])
+  return out.getvalue()
+
+
 def write_csv(path: str, rows: Sequence[dict[str, Any]],
               columns: Sequence[str] = METRICS_COLUMNS) -> None:
   """Rewrites `path` atomically: the header, then a line per row (a missing
   cell is empty, floats to 6 significant digits)."""
-  lines = [','.join(columns)] + [','.join(_cell(r.get(c, '')) for c in columns)
-                                 for r in rows]
+  lines = [_line(columns)] + [_line([r.get(c, '') for c in columns])
+                              for r in rows]
   atomic.write_file(path,
                     lambda f: f.write(('\n'.join(lines) + '\n').encode()))
 
 
-class MetricsTable:
-  """`metrics.csv` in append mode; one flushed write per row."""
+class Table:
+  """A CSV file in append mode (`metrics.csv`): the header when the file is
+  new, then one flushed write per row."""
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, path: str, columns: Sequence[str] = METRICS_COLUMNS):
+    self.path, self.columns = path, columns
     if not os.path.exists(path) or os.path.getsize(path) == 0:
-      atomic.append_line(path, ','.join(METRICS_COLUMNS))
+      atomic.append_line(path, _line(columns))
 
   def add(self, row: dict[str, Any]) -> None:
-    atomic.append_line(self.path,
-                       ','.join(_cell(row[c]) for c in METRICS_COLUMNS))
+    atomic.append_line(self.path, _line([row[c] for c in self.columns]))
 
 
 def read_csv(path: str) -> list[dict[str, str]]:
@@ -72,3 +81,13 @@ def read_csv(path: str) -> list[dict[str, str]]:
     return []
   with open(path, newline='') as f:
     return list(csv.DictReader(f))
+
+
+def read_rows(outdir: str, prefix: str) -> dict[str, dict[str, str]]:
+  """The rows of `<prefix>.csv` and of every process's `<prefix>.process<i>
+  .csv` in `outdir`, by image; where an image has several, the last read
+  (the per-process files, in name order, come after the merged one)."""
+  paths = [os.path.join(outdir, f'{prefix}.csv')] + sorted(
+      glob.glob(os.path.join(outdir, f'{prefix}.process*.csv')))
+  return {r['image']: r for path in paths for r in read_csv(path)
+          if r.get('image')}

@@ -303,7 +303,7 @@ def run(settings: RunSettings) -> int:
   batch_size = settings.batch_size or automatic_batch_size(
       inverter, max(hosts.gather(len(todo))))
   size = inverter.placement.padded_batch_size(batch_size)
-  table = outputs.MetricsTable(metrics_path)
+  table = outputs.Table(metrics_path)
   config_json = {**settings.to_json(), 'lr_used': inverter.lr}
   if hosts.is_primary():
     atomic.write_json(os.path.join(settings.outdir, 'config.json'),

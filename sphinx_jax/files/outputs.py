@@ -1,4 +1,5 @@
-"""An inversion's results: each image's files and the metrics table.
+"""An inversion's results: each image's files (its loss curve, `loss.csv`,
+among them) and the metrics table.
 
 Every file is written to a temporary name and renamed, and every row of a
 table is appended with one write and flushed (files/atomic.py), so a crash
@@ -17,6 +18,8 @@ from sphinx_jax.files import animation, atomic, images
 
 METRICS_COLUMNS = ('image', 'method', 'steps', 'psnr', 'ssim', 'lpips',
                    'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean')
+# loss.csv: the loss after `step` steps, at each progress frame.
+LOSS_COLUMNS = ('step', 'loss')
 # std.png shows the per-pixel standard deviation (in [-1, 1] image units)
 # times STD_GAIN: white is a standard deviation of 1/STD_GAIN.
 STD_GAIN = 2.0
@@ -25,11 +28,13 @@ STD_GAIN = 2.0
 def write_image_results(directory: str, target: np.ndarray,
                         reconstruction: np.ndarray, mean: np.ndarray,
                         std: np.ndarray, frames: Sequence[np.ndarray],
+                        losses: Sequence[tuple[int, float]],
                         observation: Optional[np.ndarray] = None,
                         reconstruction_observed: Optional[np.ndarray] = None
                         ) -> None:
-  """target.png, reconstruction.png, mean.png, std.png, progress.gif and,
-  where given, observation.png and reconstruction_observed.png."""
+  """target.png, reconstruction.png, mean.png, std.png, progress.gif,
+  loss.csv ((steps done, loss) at each frame) and, where given,
+  observation.png and reconstruction_observed.png."""
   pictures = [('target', target), ('reconstruction', reconstruction),
               ('mean', mean), ('observation', observation),
               ('reconstruction_observed', reconstruction_observed)]
@@ -39,6 +44,14 @@ def write_image_results(directory: str, target: np.ndarray,
   images.save_png(images.to_uint8(np.asarray(std) * STD_GAIN * 2 - 1),
                   os.path.join(directory, 'std.png'))
   animation.save_gif(frames, os.path.join(directory, 'progress.gif'))
+  write_csv(os.path.join(directory, 'loss.csv'),
+            [dict(zip(LOSS_COLUMNS, point)) for point in losses], LOSS_COLUMNS)
+
+
+def read_losses(directory: str) -> list[tuple[int, float]]:
+  """An image's (step, loss) points from its loss.csv (none if absent)."""
+  return [(int(r['step']), float(r['loss']))
+          for r in read_csv(os.path.join(directory, 'loss.csv'))]
 
 
 def _cell(value: Any) -> str:

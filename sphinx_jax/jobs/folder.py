@@ -120,7 +120,11 @@ class _Batch:
     # observation.png is written where it is not what target.png shows.
     self.show_observation = [inverter.operator.name != 'identity' or ref
                              for ref in has_ref]
+    # Recorded every save_every steps and after the last: the steps done,
+    # and at each, this process's rows' progress frames and losses.
+    self.recorded: list[int] = []
     self.frames: list[np.ndarray] = []
+    self.losses: list[np.ndarray] = []
 
 
 def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
@@ -137,25 +141,32 @@ def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
     _, state, opt_state = inverter.init(batch.ids)
     restored = checkpoints.restore(everyone, state, opt_state)
     if restored is not None:
-      state, opt_state, first, frames = restored
+      state, opt_state, first, recorded, arrays = restored
       start = (state, opt_state, first)
-      batch.frames = ([] if frames is None else
-                      list(place.local(frames).transpose(1, 0, 2, 3, 4)))
+      if arrays is not None:
+        arrays = place.local(arrays)
+        batch.recorded = recorded
+        batch.frames = list(arrays['frames'].transpose(1, 0, 2, 3, 4))
+        batch.losses = list(arrays['losses'].T)
       if n:
         print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
               f'after step {first}', file=sys.stderr)
   progress = cli.Progress(label, steps, n)
 
   def on_step(step, losses, imgs, state, opt_state):
+    losses = place.local(losses)
     if (step + 1) % settings.save_every == 0 or step == steps - 1:
+      batch.recorded.append(step + 1)
       batch.frames.append(animation.gif_frames(
           images.to_uint8(place.local(imgs))))
+      batch.losses.append(losses)
     if n:
-      progress.update(step, place.local(losses)[:n])
+      progress.update(step, losses[:n])
     if checkpoints is not None and checkpoints.due(step, steps):
-      checkpoints.save(step, everyone, state, opt_state,
-                       place.shard(np.stack(batch.frames, axis=1))
-                       if batch.frames else None)
+      checkpoints.save(step, everyone, state, opt_state, batch.recorded,
+                       place.shard({'frames': np.stack(batch.frames, axis=1),
+                                    'losses': np.stack(batch.losses, axis=1)})
+                       if batch.recorded else None)
 
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(settings.steps_per_dispatch, settings.save_every,
@@ -219,6 +230,7 @@ def _write_outputs(batch: _Batch, result: engine.Result,
     outputs.write_image_results(
         os.path.join(settings.outdir, item.name), refs[i], reconstruction[i],
         mean[i], std[i], [f[i] for f in batch.frames],
+        list(zip(batch.recorded, [loss[i] for loss in batch.losses])),
         views[i] if batch.show_observation[i] else None,
         None if observed is None else observed[i])
     row = {'image': item.name, 'method': settings.inversion.method,

@@ -1,5 +1,5 @@
 """An inversion's results: each image's files (its loss curve, `loss.csv`,
-among them) and the metrics table.
+among them), the metrics table and the list of skipped and failed files.
 
 Every file is written to a temporary name and renamed, and every row of a
 table is appended with one write and flushed (files/atomic.py), so a crash
@@ -20,6 +20,8 @@ METRICS_COLUMNS = ('image', 'method', 'steps', 'psnr', 'ssim', 'lpips',
                    'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean')
 # loss.csv: the loss after `step` steps, at each progress frame.
 LOSS_COLUMNS = ('step', 'loss')
+# problems.csv: a file that was skipped (unreadable) or failed (NaN loss).
+PROBLEMS_COLUMNS = ('file', 'image', 'problem', 'reason')
 # std.png shows the per-pixel standard deviation (in [-1, 1] image units)
 # times STD_GAIN: white is a standard deviation of 1/STD_GAIN.
 STD_GAIN = 2.0
@@ -59,7 +61,7 @@ def _cell(value: Any) -> str:
 
 
 def _line(cells: Sequence[Any]) -> str:
-  """One CSV line, quoted where a cell needs it (a name with a comma)."""
+  """One CSV line, quoted where a cell needs it (a reason with a comma)."""
   out = io.StringIO()
   csv.writer(out, lineterminator='').writerow([_cell(c) for c in cells])
   return out.getvalue()
@@ -76,8 +78,8 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]],
 
 
 class Table:
-  """A CSV file in append mode (`metrics.csv`): the header when the file is
-  new, then one flushed write per row."""
+  """A CSV file in append mode (`metrics.csv`, `problems.csv`): the header
+  when the file is new, then one flushed write per row."""
 
   def __init__(self, path: str, columns: Sequence[str] = METRICS_COLUMNS):
     self.path, self.columns = path, columns

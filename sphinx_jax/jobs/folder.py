@@ -198,9 +198,18 @@ def _write_codes(batch: _Batch, result: engine.Result,
                           {**config_json, 'image': path})
 
 
+def _problem(problems: outputs.Table, kind: str, item: inputs.InputImage,
+             reason: str) -> None:
+  """Prints `<kind> <file>: <reason>` (kind: skipped or failed) and records
+  it in the process's problems file, for the report."""
+  print(f'{kind} {item.path}: {reason}', file=sys.stderr)
+  problems.add({'file': item.path, 'image': item.name, 'problem': kind,
+                'reason': reason})
+
+
 def _write_outputs(batch: _Batch, result: engine.Result,
                    inverter: engine.Inverter, settings: RunSettings,
-                   config_json, table, manifest, seconds
+                   config_json, table, manifest, problems, seconds
                    ) -> tuple[list[dict[str, Any]], list[str]]:
   """Writes each finished image of this process (and takes part in writing
   every process's codes); returns its metrics rows and failures. The
@@ -223,8 +232,8 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   rows, failed = [], []
   for i, item in enumerate(batch.items):
     if not finite[i]:
-      print(f'failed {item.path}: the loss became NaN or infinite; no outputs '
-            'written (try a lower lr)', file=sys.stderr)
+      _problem(problems, 'failed', item, 'the loss became NaN or infinite; '
+               'no outputs written (try a lower lr)')
       failed.append(item.name)
       continue
     outputs.write_image_results(
@@ -243,7 +252,8 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   return rows, failed
 
 
-def _load_batch(batch, resolution, load_size, references, preprocess):
+def _load_batch(batch, resolution, load_size, references, preprocess,
+                problems):
   """Decodes a batch at `load_size` (and references at `resolution`); broken
   files are reported and left out."""
   loaded, skipped = [], []
@@ -255,7 +265,7 @@ def _load_batch(batch, resolution, load_size, references, preprocess):
              if item.name in references else None)
       loaded.append((item, image, ref))
     except SphinxError as e:
-      print(f'skipped {item.path}: {e}', file=sys.stderr)
+      _problem(problems, 'skipped', item, str(e))
       skipped.append(item.name)
   return loaded, skipped
 
@@ -316,6 +326,9 @@ def run(settings: RunSettings) -> int:
       inverter, max(hosts.gather(len(todo))))
   size = inverter.placement.padded_batch_size(batch_size)
   table = outputs.Table(metrics_path)
+  problems_log = outputs.Table(
+      os.path.join(settings.outdir, f'problems{hosts.suffix()}.csv'),
+      outputs.PROBLEMS_COLUMNS)
   config_json = {**settings.to_json(), 'lr_used': inverter.lr}
   if hosts.is_primary():
     atomic.write_json(os.path.join(settings.outdir, 'config.json'),
@@ -329,7 +342,7 @@ def run(settings: RunSettings) -> int:
   for b in range(count):
     group = groups[b] if b < len(groups) else []
     loaded, skipped = _load_batch(group, g.resolution, load_size, references,
-                                  settings.preprocess)
+                                  settings.preprocess, problems_log)
     problems += skipped
     everyone = hosts.gather([item.name for item, _, _ in loaded])
     if not any(everyone):
@@ -340,7 +353,8 @@ def run(settings: RunSettings) -> int:
                            f'[batch {b + 1}/{count}]')
     seconds = (time.perf_counter() - start) / max(len(batch.items), 1)
     new_rows, failed = _write_outputs(batch, result, inverter, settings,
-                                      config_json, table, manifest, seconds)
+                                      config_json, table, manifest,
+                                      problems_log, seconds)
     rows += new_rows
     problems += failed
   rows = done_rows + rows

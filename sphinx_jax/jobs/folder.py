@@ -5,7 +5,8 @@ Files -> arrays -> steps -> outputs: each batch is decoded on the host, goes
 to the devices once, is observed through the forward operator and inverted
 there, and comes back once to be written. A rerun skips finished images
 (the manifest) and continues the batch in progress from its checkpoint
-(runtime/resume.py).
+(runtime/resume.py). At the end process 0 writes the run's page,
+`report.html` (reports/run_page.py).
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files import animation, atomic, codes, generator_dir, images
 from sphinx_jax.files import inputs, outputs
 from sphinx_jax.inversion import engine, metrics
+from sphinx_jax.reports import run_page
 from sphinx_jax.runtime import hosts, memory, resume, sharding
 
 # The settings a run's results depend on (run.json): changing one of them on
@@ -329,7 +331,9 @@ def run(settings: RunSettings) -> int:
   problems_log = outputs.Table(
       os.path.join(settings.outdir, f'problems{hosts.suffix()}.csv'),
       outputs.PROBLEMS_COLUMNS)
-  config_json = {**settings.to_json(), 'lr_used': inverter.lr}
+  config_json = {**settings.to_json(), 'lr_used': inverter.lr,
+                 'generator_provenance': generator_dir.provenance(
+                     settings.generator)}
   if hosts.is_primary():
     atomic.write_json(os.path.join(settings.outdir, 'config.json'),
                       config_json)
@@ -364,6 +368,8 @@ def run(settings: RunSettings) -> int:
                         manifest.finished())
   if rows:
     print(cli.format_table(rows))
+  if hosts.is_primary():
+    print(f'wrote {run_page.write(settings.outdir)}', file=sys.stderr)
   total = sum(hosts.gather(len(problems)))
   if total:
     others = ' and the other processes\' logs' if hosts.suffix() else ''

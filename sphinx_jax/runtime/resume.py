@@ -68,6 +68,19 @@ def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
   return existed
 
 
+def finished(outdir: str) -> set[str]:
+  """The images every manifest in `outdir` lists as finished."""
+  names = set()
+  for path in glob.glob(os.path.join(outdir, 'manifest*.jsonl')):
+    with open(path) as f:
+      for line in f:
+        try:
+          names.add(json.loads(line)['image'])
+        except (ValueError, KeyError, TypeError):
+          pass  # a line cut by a crash: that image is redone
+  return names
+
+
 class Manifest:
   """The names of finished images, one JSON line each, appended and fsynced
   (one file per process of a multi-host run; all of them are read)."""
@@ -77,15 +90,7 @@ class Manifest:
     self.path = os.path.join(outdir, f'manifest{hosts.suffix()}.jsonl')
 
   def finished(self) -> set[str]:
-    names = set()
-    for path in glob.glob(os.path.join(self.outdir, 'manifest*.jsonl')):
-      with open(path) as f:
-        for line in f:
-          try:
-            names.add(json.loads(line)['image'])
-          except (ValueError, KeyError, TypeError):
-            pass  # a line cut by a crash: that image is redone
-    return names
+    return finished(self.outdir)
 
   def add(self, name: str) -> None:
     atomic.append_line(self.path, json.dumps({'image': name}))

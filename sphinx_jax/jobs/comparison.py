@@ -3,8 +3,10 @@ what `python -m sphinx_jax.demo` does.
 
 Runs a folder inversion (jobs/folder.py) once per method on the same inputs,
 steps and loss (each into `<outdir>/<method>/`, resumable as any run), then
-writes `<outdir>/comparison.png` (a row per image: the target, then each
-method's reconstruction) and `<outdir>/comparison.csv`, and prints the
+writes `<outdir>/comparison.png` (a row per image: the target, the
+observation where there is one, then each method's reconstruction; columns
+and rows labelled), `<outdir>/comparison.csv` and the page
+`<outdir>/report.html` (reports/comparison_page.py), and prints the
 table: PSNR (of the reconstruction, the official output, and of the mean
 image over vicinal draws) and LPIPS per image and method, and their means
 over each group of inputs (the inputs' first directory level, e.g.
@@ -17,12 +19,16 @@ import sys
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from sphinx_jax.files import images, outputs
 from sphinx_jax.jobs import folder
+from sphinx_jax.reports import comparison_page
 
-CELL = 96  # pixels per image in comparison.png (nearest-neighbour enlarged)
+# comparison.png: each picture at CELL px (a 32-px image enlarged 4x with
+# nearest neighbours), GAP px apart, under a HEADER px row of column titles
+# and beside a column of image names.
+CELL, GAP, HEADER = 128, 2, 20
 
 
 def _metrics(outdir: str) -> dict[str, dict[str, str]]:
@@ -59,16 +65,38 @@ def summarize(rows: list[dict[str, Any]], methods: list[str]) -> str:
 
 
 def _comparison_image(outdirs: dict[str, str], names: list[str]) -> np.ndarray:
-  def cell(path):
-    img = Image.open(path).convert('RGB').resize((CELL, CELL), Image.NEAREST)
-    return np.asarray(img)
-
+  """A row per image, its name on the left: the target, the observation
+  where the task has one (blank where an image has none), then each
+  method's reconstruction; the columns' titles above."""
   first = next(iter(outdirs.values()))
-  rows = [np.concatenate(
-      [cell(os.path.join(first, n, 'target.png'))] +
-      [cell(os.path.join(d, n, 'reconstruction.png')) for d in outdirs.values()],
-      axis=1) for n in names]
-  return np.concatenate(rows, axis=0)
+  columns = [('target', first, 'target.png')]
+  if any(os.path.exists(os.path.join(first, n, 'observation.png'))
+         for n in names):
+    columns.append(('observation', first, 'observation.png'))
+  columns += [(m, d, 'reconstruction.png') for m, d in outdirs.items()]
+  font = ImageFont.load_default()
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  size = lambda text: measure.textbbox((0, 0), text, font=font)[2:]
+  left = max(size(n)[0] for n in names) + 4 * GAP
+  sheet = Image.new('RGB', (left + len(columns) * (CELL + GAP),
+                            HEADER + len(names) * (CELL + GAP)), 'white')
+  draw = ImageDraw.Draw(sheet)
+  for j, (title, _, _) in enumerate(columns):
+    w, h = size(title)
+    draw.text((left + j * (CELL + GAP) + (CELL - w) // 2, (HEADER - h) // 2),
+              title, fill='black', font=font)
+  for i, name in enumerate(names):
+    top = HEADER + i * (CELL + GAP)
+    draw.text((2 * GAP, top + (CELL - size(name)[1]) // 2), name, fill='black',
+              font=font)
+    for j, (_, outdir, file) in enumerate(columns):
+      path = os.path.join(outdir, name, file)
+      if os.path.exists(path):
+        with Image.open(path) as img:
+          sheet.paste(img.convert('RGB').resize(
+              (CELL, CELL), Image.NEAREST if img.width <= CELL
+              else Image.LANCZOS), (left + j * (CELL + GAP), top))
+  return np.asarray(sheet)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +130,7 @@ def compare(settings: CompareSettings) -> int:
                     columns)
   images.save_png(_comparison_image(outdirs, names),
                   os.path.join(settings.outdir, 'comparison.png'))
-  print(f'\n{settings.run.inversion.steps} steps per image; columns of '
-        f'{settings.outdir}/comparison.png: target, {", ".join(methods)}')
+  print(f'\n{settings.run.inversion.steps} steps per image; pictures and '
+        f'loss curves in {comparison_page.write(settings.outdir)}')
   print(summarize(rows, methods))
   return status

@@ -14,7 +14,7 @@ from typing import Sequence
 COLORS = ('#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b',
           '#e377c2', '#17becf')
 # Space around the plot for the tick labels and axis titles, in pixels.
-_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 10, 20, 30
+_LEFT, _RIGHT, _TOP, _BOTTOM = 44, 14, 20, 30
 # Up to this many points a series also gets a dot per point (one point
 # alone draws no line).
 _MAX_DOTS = 20

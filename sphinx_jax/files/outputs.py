@@ -18,7 +18,8 @@ from sphinx_jax.files import animation, atomic, images
 
 METRICS_COLUMNS = ('image', 'method', 'steps', 'psnr', 'ssim', 'lpips',
                    'seconds', 'psnr_mean', 'ssim_mean', 'lpips_mean')
-# loss.csv: the loss after `step` steps, at each progress frame.
+# loss.csv: the loss of step `step` (counted from 1: the step whose image is
+# the progress frame), at each frame.
 LOSS_COLUMNS = ('step', 'loss')
 # problems.csv: a file that was skipped (unreadable) or failed (NaN loss).
 PROBLEMS_COLUMNS = ('file', 'image', 'problem', 'reason')
@@ -35,7 +36,7 @@ def write_image_results(directory: str, target: np.ndarray,
                         reconstruction_observed: Optional[np.ndarray] = None
                         ) -> None:
   """target.png, reconstruction.png, mean.png, std.png, progress.gif,
-  loss.csv ((steps done, loss) at each frame) and, where given,
+  loss.csv ((step, loss) at each frame) and, where given,
   observation.png and reconstruction_observed.png."""
   pictures = [('target', target), ('reconstruction', reconstruction),
               ('mean', mean), ('observation', observation),

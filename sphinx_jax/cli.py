@@ -39,26 +39,36 @@ def _config_value(flag: flags.FlagHolder):
     raise SphinxError(f'cannot load the config: {one_line(e)}') from None
 
 
-def run(main: Callable[..., int], config_file: Optional[str] = None) -> None:
+def run(main: Callable[..., int], config_file: Optional[str] = None,
+        arguments: Sequence[str] = ()) -> None:
   """Parses flags and runs `main()`, mapping errors to `error: ...` lines.
 
   With `config_file`, defines `--config` (an ml_collections config file,
   fields overridden as --config.<field>=<value>) with that default and runs
   `main(config)`. The flag is defined here, by the entry point that runs,
-  since the CLI modules import one another.
+  since the CLI modules import one another. `arguments` names the
+  positional arguments the command takes, passed to `main` after the
+  config.
   """
   flag = (config_flags.DEFINE_config_file(
       'config', config_file, 'an ml_collections config file', lock_config=True)
           if config_file else None)
 
   def wrapped(argv):
-    if len(argv) > 1:
-      print(f'error: unexpected arguments: {" ".join(argv[1:])}', file=sys.stderr)
+    given = argv[1:]
+    if len(given) > len(arguments):
+      print(f'error: unexpected arguments: {" ".join(given[len(arguments):])}',
+            file=sys.stderr)
+      return 2
+    if len(given) < len(arguments):
+      print(f'error: missing arguments: {" ".join(arguments[len(given):])}',
+            file=sys.stderr)
       return 2
     logging.set_verbosity(logging.WARNING)  # keep JAX/Orbax chatter out
     compile_cache.enable()
     try:
-      return main() if flag is None else main(_config_value(flag))
+      return (main(*given) if flag is None else
+              main(_config_value(flag), *given))
     except SphinxError as e:
       print(f'error: {e}', file=sys.stderr)
       return e.exit_code

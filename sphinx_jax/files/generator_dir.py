@@ -114,6 +114,14 @@ def read_metadata(path: str) -> dict[str, Any]:
   return meta
 
 
+def provenance(path: str) -> dict[str, Any]:
+  """Where the directory's weights came from, as generator.json records it:
+  the source (file, format and sha256, or the trainer and its data), a
+  truncation, where w_avg came from."""
+  return {k: v for k, v in read_metadata(path).items()
+          if k not in ('format', 'architecture', 'noise_maps')}
+
+
 def load_generator(path: str) -> Generator:
   """Loads a directory written by `convert_weights.py`."""
   path = os.path.abspath(path)

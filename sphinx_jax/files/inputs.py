@@ -58,6 +58,12 @@ class InputImage:
     return zlib.crc32(self.name.encode()) & 0x7FFFFFFF
 
 
+def group(name: str) -> str:
+  """The first directory level of the image named `name` (e.g. in_domain),
+  or 'all' for a file at the top."""
+  return name.split('__')[0] if '__' in name else 'all'
+
+
 def discover(inputs: str) -> list[InputImage]:
   """Lists image files from a file, a directory (recursively) or a glob.
 

@@ -3,8 +3,10 @@ what `python -m sphinx_jax.demo` does.
 
 Runs a folder inversion (jobs/folder.py) once per method on the same inputs,
 steps and loss (each into `<outdir>/<method>/`, resumable as any run), then
-writes `<outdir>/comparison.png` (a row per image: the target, then each
-method's reconstruction) and `<outdir>/comparison.csv`, and prints the
+writes `<outdir>/comparison.png` (a row per image: the target, the
+observation where there is one, then each method's reconstruction; columns
+and rows labelled), `<outdir>/comparison.csv` and the page
+`<outdir>/report.html` (reports/comparison_page.py), and prints the
 table: PSNR (of the reconstruction, the official output, and of the mean
 image over vicinal draws), LPIPS and the codes' robustness (`robust`: the
 mean PSNR between the image of the codes and of the codes perturbed,
@@ -19,21 +21,21 @@ import sys
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
-from sphinx_jax.files import images, outputs
+from sphinx_jax.files import images, inputs, outputs
 from sphinx_jax.jobs import folder
+from sphinx_jax.reports import comparison_page
 
-CELL = 96  # pixels per image in comparison.png (nearest-neighbour enlarged)
+# comparison.png: each picture at CELL px (a 32-px image enlarged 4x with
+# nearest neighbours), GAP px apart, under a HEADER px row of column titles
+# and beside a column of image names.
+CELL, GAP, HEADER = 128, 2, 20
 
 
 def _metrics(outdir: str) -> dict[str, dict[str, str]]:
   return {r['image']: r
           for r in outputs.read_csv(os.path.join(outdir, 'metrics.csv'))}
-
-
-def _group(name: str) -> str:
-  return name.split('__')[0] if '__' in name else 'all'
 
 
 # The printed columns of each method: the official output (the last step's
@@ -55,8 +57,8 @@ def summarize(rows: list[dict[str, Any]], methods: list[str]) -> str:
       f'{title:>11} ' for _, title, _, _ in _SHOWN)]
   lines += [line(r['image'], m, [r[f'{m}_{k}'] for k, *_ in _SHOWN])
             for r in rows for m in methods]
-  for group in dict.fromkeys(_group(r['image']) for r in rows):
-    members = [r for r in rows if _group(r['image']) == group]
+  for group in dict.fromkeys(inputs.group(r['image']) for r in rows):
+    members = [r for r in rows if inputs.group(r['image']) == group]
     means = {m: [float(np.mean([r[f'{m}_{k}'] for r in members]))
                  for k, *_ in _SHOWN] for m in methods}
     best = {}
@@ -70,16 +72,38 @@ def summarize(rows: list[dict[str, Any]], methods: list[str]) -> str:
 
 
 def _comparison_image(outdirs: dict[str, str], names: list[str]) -> np.ndarray:
-  def cell(path):
-    img = Image.open(path).convert('RGB').resize((CELL, CELL), Image.NEAREST)
-    return np.asarray(img)
-
+  """A row per image, its name on the left: the target, the observation
+  where the task has one (blank where an image has none), then each
+  method's reconstruction; the columns' titles above."""
   first = next(iter(outdirs.values()))
-  rows = [np.concatenate(
-      [cell(os.path.join(first, n, 'target.png'))] +
-      [cell(os.path.join(d, n, 'reconstruction.png')) for d in outdirs.values()],
-      axis=1) for n in names]
-  return np.concatenate(rows, axis=0)
+  columns = [('target', first, 'target.png')]
+  if any(os.path.exists(os.path.join(first, n, 'observation.png'))
+         for n in names):
+    columns.append(('observation', first, 'observation.png'))
+  columns += [(m, d, 'reconstruction.png') for m, d in outdirs.items()]
+  font = ImageFont.load_default()
+  measure = ImageDraw.Draw(Image.new('RGB', (1, 1)))
+  size = lambda text: measure.textbbox((0, 0), text, font=font)[2:]
+  left = max(size(n)[0] for n in names) + 4 * GAP
+  sheet = Image.new('RGB', (left + len(columns) * (CELL + GAP),
+                            HEADER + len(names) * (CELL + GAP)), 'white')
+  draw = ImageDraw.Draw(sheet)
+  for j, (title, _, _) in enumerate(columns):
+    w, h = size(title)
+    draw.text((left + j * (CELL + GAP) + (CELL - w) // 2, (HEADER - h) // 2),
+              title, fill='black', font=font)
+  for i, name in enumerate(names):
+    top = HEADER + i * (CELL + GAP)
+    draw.text((2 * GAP, top + (CELL - size(name)[1]) // 2), name, fill='black',
+              font=font)
+    for j, (_, outdir, file) in enumerate(columns):
+      path = os.path.join(outdir, name, file)
+      if os.path.exists(path):
+        with Image.open(path) as img:
+          sheet.paste(img.convert('RGB').resize(
+              (CELL, CELL), Image.NEAREST if img.width <= CELL
+              else Image.LANCZOS), (left + j * (CELL + GAP), top))
+  return np.asarray(sheet)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +138,7 @@ def compare(settings: CompareSettings) -> int:
                     columns)
   images.save_png(_comparison_image(outdirs, names),
                   os.path.join(settings.outdir, 'comparison.png'))
-  print(f'\n{settings.run.inversion.steps} steps per image; columns of '
-        f'{settings.outdir}/comparison.png: target, {", ".join(methods)}')
+  print(f'\n{settings.run.inversion.steps} steps per image; pictures and '
+        f'loss curves in {comparison_page.write(settings.outdir)}')
   print(summarize(rows, methods))
   return status

@@ -5,7 +5,8 @@ Files -> arrays -> steps -> outputs: each batch is decoded on the host, goes
 to the devices once, is observed through the forward operator and inverted
 there, and comes back once to be written. A rerun skips finished images
 (the manifest) and continues the batch in progress from its checkpoint
-(runtime/resume.py).
+(runtime/resume.py). At the end process 0 writes the run's page,
+`report.html` (reports/run_page.py).
 """
 
 import dataclasses
@@ -24,6 +25,7 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files import animation, atomic, codes, generator_dir, images
 from sphinx_jax.files import inputs, outputs
 from sphinx_jax.inversion import engine, metrics
+from sphinx_jax.reports import run_page
 from sphinx_jax.runtime import hosts, memory, resume, sharding
 
 # The settings a run's results depend on (run.json): changing one of them on
@@ -123,7 +125,11 @@ class _Batch:
     # observation.png is written where it is not what target.png shows.
     self.show_observation = [inverter.operator.name != 'identity' or ref
                              for ref in has_ref]
+    # Recorded every save_every steps and after the last: the steps done,
+    # and at each, this process's rows' progress frames and losses.
+    self.recorded: list[int] = []
     self.frames: list[np.ndarray] = []
+    self.losses: list[np.ndarray] = []
 
 
 def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
@@ -140,25 +146,32 @@ def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
     _, state, opt_state = inverter.init(batch.ids)
     restored = checkpoints.restore(everyone, state, opt_state)
     if restored is not None:
-      state, opt_state, first, frames = restored
+      state, opt_state, first, recorded, arrays = restored
       start = (state, opt_state, first)
-      batch.frames = ([] if frames is None else
-                      list(place.local(frames).transpose(1, 0, 2, 3, 4)))
+      if arrays is not None:
+        arrays = place.local(arrays)
+        batch.recorded = recorded
+        batch.frames = list(arrays['frames'].transpose(1, 0, 2, 3, 4))
+        batch.losses = list(arrays['losses'].T)
       if n:
         print(f'{label} resuming {", ".join(batch.names)} from the checkpoint '
               f'after step {first}', file=sys.stderr)
   progress = cli.Progress(label, steps, n)
 
   def on_step(step, losses, imgs, state, opt_state):
+    losses = place.local(losses)
     if (step + 1) % settings.save_every == 0 or step == steps - 1:
+      batch.recorded.append(step + 1)
       batch.frames.append(animation.gif_frames(
           images.to_uint8(place.local(imgs))))
+      batch.losses.append(losses)
     if n:
-      progress.update(step, place.local(losses)[:n])
+      progress.update(step, losses[:n])
     if checkpoints is not None and checkpoints.due(step, steps):
-      checkpoints.save(step, everyone, state, opt_state,
-                       place.shard(np.stack(batch.frames, axis=1))
-                       if batch.frames else None)
+      checkpoints.save(step, everyone, state, opt_state, batch.recorded,
+                       place.shard({'frames': np.stack(batch.frames, axis=1),
+                                    'losses': np.stack(batch.losses, axis=1)})
+                       if batch.recorded else None)
 
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(settings.steps_per_dispatch, settings.save_every,
@@ -190,9 +203,18 @@ def _write_codes(batch: _Batch, result: engine.Result,
                           {**config_json, 'image': path})
 
 
+def _problem(problems: outputs.Table, kind: str, item: inputs.InputImage,
+             reason: str) -> None:
+  """Prints `<kind> <file>: <reason>` (kind: skipped or failed) and records
+  it in the process's problems file, for the report."""
+  print(f'{kind} {item.path}: {reason}', file=sys.stderr)
+  problems.add({'file': item.path, 'image': item.name, 'problem': kind,
+                'reason': reason})
+
+
 def _write_outputs(batch: _Batch, result: engine.Result,
                    inverter: engine.Inverter, settings: RunSettings,
-                   config_json, table, manifest, seconds
+                   config_json, table, manifest, problems, seconds
                    ) -> tuple[list[dict[str, Any]], list[str]]:
   """Writes each finished image of this process (and takes part in writing
   every process's codes); returns its metrics rows and failures. The
@@ -215,13 +237,14 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   rows, failed = [], []
   for i, item in enumerate(batch.items):
     if not finite[i]:
-      print(f'failed {item.path}: the loss became NaN or infinite; no outputs '
-            'written (try a lower lr)', file=sys.stderr)
+      _problem(problems, 'failed', item, 'the loss became NaN or infinite; '
+               'no outputs written (try a lower lr)')
       failed.append(item.name)
       continue
     outputs.write_image_results(
         os.path.join(settings.outdir, item.name), refs[i], reconstruction[i],
         mean[i], std[i], [f[i] for f in batch.frames],
+        list(zip(batch.recorded, [loss[i] for loss in batch.losses])),
         views[i] if batch.show_observation[i] else None,
         None if observed is None else observed[i])
     row = {'image': item.name, 'method': settings.inversion.method,
@@ -235,7 +258,8 @@ def _write_outputs(batch: _Batch, result: engine.Result,
   return rows, failed
 
 
-def _load_batch(batch, resolution, load_size, references, preprocess):
+def _load_batch(batch, resolution, load_size, references, preprocess,
+                problems):
   """Decodes a batch at `load_size` (and references at `resolution`); broken
   files are reported and left out."""
   loaded, skipped = [], []
@@ -247,7 +271,7 @@ def _load_batch(batch, resolution, load_size, references, preprocess):
              if item.name in references else None)
       loaded.append((item, image, ref))
     except SphinxError as e:
-      print(f'skipped {item.path}: {e}', file=sys.stderr)
+      _problem(problems, 'skipped', item, str(e))
       skipped.append(item.name)
   return loaded, skipped
 
@@ -307,8 +331,13 @@ def run(settings: RunSettings) -> int:
   batch_size = settings.batch_size or automatic_batch_size(
       inverter, max(hosts.gather(len(todo))))
   size = inverter.placement.padded_batch_size(batch_size)
-  table = outputs.MetricsTable(metrics_path)
-  config_json = {**settings.to_json(), 'lr_used': inverter.lr}
+  table = outputs.Table(metrics_path)
+  problems_log = outputs.Table(
+      os.path.join(settings.outdir, f'problems{hosts.suffix()}.csv'),
+      outputs.PROBLEMS_COLUMNS)
+  config_json = {**settings.to_json(), 'lr_used': inverter.lr,
+                 'generator_provenance': generator_dir.provenance(
+                     settings.generator)}
   if hosts.is_primary():
     atomic.write_json(os.path.join(settings.outdir, 'config.json'),
                       config_json)
@@ -321,7 +350,7 @@ def run(settings: RunSettings) -> int:
   for b in range(count):
     group = groups[b] if b < len(groups) else []
     loaded, skipped = _load_batch(group, g.resolution, load_size, references,
-                                  settings.preprocess)
+                                  settings.preprocess, problems_log)
     problems += skipped
     everyone = hosts.gather([item.name for item, _, _ in loaded])
     if not any(everyone):
@@ -332,7 +361,8 @@ def run(settings: RunSettings) -> int:
                            f'[batch {b + 1}/{count}]')
     seconds = (time.perf_counter() - start) / max(len(batch.items), 1)
     new_rows, failed = _write_outputs(batch, result, inverter, settings,
-                                      config_json, table, manifest, seconds)
+                                      config_json, table, manifest,
+                                      problems_log, seconds)
     rows += new_rows
     problems += failed
   rows = done_rows + rows
@@ -342,6 +372,8 @@ def run(settings: RunSettings) -> int:
                         manifest.finished())
   if rows:
     print(cli.format_table(rows))
+  if hosts.is_primary():
+    print(f'wrote {run_page.write(settings.outdir)}', file=sys.stderr)
   total = sum(hosts.gather(len(problems)))
   if total:
     others = ' and the other processes\' logs' if hosts.suffix() else ''

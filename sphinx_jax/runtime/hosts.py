@@ -14,9 +14,7 @@ every process together, and a lockstep batch is one. Every image's codes are
 likewise saved by all processes together (process 0 writes the files).
 """
 
-import csv
 import dataclasses
-import glob
 import json
 import os
 import socket
@@ -173,14 +171,8 @@ def merge_metrics(outdir: str, order: Sequence[str], finished: set[str]
   """metrics.csv := the rows of the finished images from every process's
   metrics file (those of earlier runs, with other process counts, too) and
   from metrics.csv itself, in input order."""
-  merged = os.path.join(outdir, 'metrics.csv')
-  rows = {}
-  for path in [merged] + sorted(glob.glob(os.path.join(outdir,
-                                                       'metrics.process*.csv'))):
-    if os.path.exists(path):
-      with open(path, newline='') as f:
-        rows.update({r['image']: r for r in csv.DictReader(f)
-                     if r.get('image') in finished})
+  rows = [r for name, r in outputs.read_rows(outdir, 'metrics').items()
+          if name in finished]
   rank = {name: i for i, name in enumerate(order)}
-  outputs.write_csv(merged, sorted(rows.values(),
-                                   key=lambda r: rank.get(r['image'], len(rank))))
+  outputs.write_csv(os.path.join(outdir, 'metrics.csv'), sorted(
+      rows, key=lambda r: rank.get(r['image'], len(rank))))

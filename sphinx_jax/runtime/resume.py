@@ -8,7 +8,7 @@ images and the checkpoints of the batch in progress.
 - `<outdir>/manifest.jsonl` gets one line per image once all its outputs are
   written; a rerun skips those images.
 - `<outdir>/checkpoints/` holds Orbax checkpoints of the batch in progress
-  (state, Adam state, step, progress frames), the last few kept.
+  (state, Adam state, step, progress frames and losses), the last few kept.
 In a multi-host run each process has its own manifest (suffix `.process<i>`);
 the checkpoints are of the global batch, saved by all processes together.
 """
@@ -68,6 +68,19 @@ def claim_outdir(outdir: str, fp: dict[str, Any]) -> bool:
   return existed
 
 
+def finished(outdir: str) -> set[str]:
+  """The images every manifest in `outdir` lists as finished."""
+  names = set()
+  for path in glob.glob(os.path.join(outdir, 'manifest*.jsonl')):
+    with open(path) as f:
+      for line in f:
+        try:
+          names.add(json.loads(line)['image'])
+        except (ValueError, KeyError, TypeError):
+          pass  # a line cut by a crash: that image is redone
+  return names
+
+
 class Manifest:
   """The names of finished images, one JSON line each, appended and fsynced
   (one file per process of a multi-host run; all of them are read)."""
@@ -77,15 +90,7 @@ class Manifest:
     self.path = os.path.join(outdir, f'manifest{hosts.suffix()}.jsonl')
 
   def finished(self) -> set[str]:
-    names = set()
-    for path in glob.glob(os.path.join(self.outdir, 'manifest*.jsonl')):
-      with open(path) as f:
-        for line in f:
-          try:
-            names.add(json.loads(line)['image'])
-          except (ValueError, KeyError, TypeError):
-            pass  # a line cut by a crash: that image is redone
-    return names
+    return finished(self.outdir)
 
   def add(self, name: str) -> None:
     atomic.append_line(self.path, json.dumps({'image': name}))
@@ -106,41 +111,50 @@ class BatchCheckpoints:
     return done % self.every == 0 and done < steps
 
   def save(self, step: int, names: Any, state, opt_state,
-           frames: Optional[jax.Array]) -> None:
+           recorded: list[int], progress: Optional[dict[str, jax.Array]]
+           ) -> None:
     """Saves after `step` (0-based) the batch of images `names` (JSON-able:
-    every process's names), with its progress frames (B, T, H, W, 3), or
-    None before the first frame."""
+    every process's names), with what it recorded so far: the steps done at
+    each record, and `progress`, its arrays (B, len(recorded), ...): the
+    frames (B, T, H, W, 3) and losses (B, T); None before the first
+    record."""
     # Copies: the next step donates the state's buffers, and Orbax may copy
     # them to the host after this returns.
     copy = lambda x: jax.device_put(x, x.sharding, may_alias=False)
     tree = {'state': state, 'opt_state': opt_state}
-    if frames is not None:  # Orbax refuses arrays of size zero
-      tree['frames'] = frames
+    if progress is not None:  # Orbax refuses arrays of size zero
+      tree['progress'] = progress
     self.checkpoints.save(step, jax.tree_util.tree_map(copy, tree), {
-        'names': names,
-        'frames': None if frames is None else list(frames.shape)})
+        'names': names, 'recorded': recorded,
+        'progress': None if progress is None else {
+            k: [list(v.shape), v.dtype.name] for k, v in progress.items()}})
 
   def restore(self, names: Any, state, opt_state
-              ) -> Optional[tuple[Any, Any, int, Optional[jax.Array]]]:
-    """(state, opt_state, next step, frames or None) if the latest checkpoint
-    is of the batch `names`; `state`/`opt_state` give the structure and
-    placement (fresh ones will do), and the frames are placed like the
-    state."""
+              ) -> Optional[tuple[Any, Any, int, list[int],
+                                  Optional[dict[str, jax.Array]]]]:
+    """(state, opt_state, next step, recorded steps, progress or None) if
+    the latest checkpoint is of the batch `names`; `state`/`opt_state` give
+    the structure and placement (fresh ones will do), and the progress
+    arrays are placed like the state."""
     step = self.checkpoints.latest_step()
     if step is None:
       return None
     meta = self.checkpoints.meta(step)
-    if meta.get('names') != names:
+    # One of an earlier version records no losses: the batch starts afresh
+    # rather than leave a gap in its loss curve.
+    if meta.get('names') != names or 'recorded' not in meta:
       return None
     abstract = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
         {'state': state, 'opt_state': opt_state})
-    if meta.get('frames') is not None:
-      abstract['frames'] = jax.ShapeDtypeStruct(
-          tuple(meta['frames']), np.uint8,
-          sharding=jax.tree_util.tree_leaves(state)[0].sharding)
+    if meta['progress'] is not None:
+      rows = jax.tree_util.tree_leaves(state)[0].sharding
+      abstract['progress'] = {
+          k: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype), sharding=rows)
+          for k, (shape, dtype) in meta['progress'].items()}
     tree = self.checkpoints.restore(step, abstract)
-    return (tree['state'], tree['opt_state'], step + 1, tree.get('frames'))
+    return (tree['state'], tree['opt_state'], step + 1, meta['recorded'],
+            tree.get('progress'))
 
   def clear(self) -> None:
     """Drops every checkpoint once the batch's outputs are written."""

@@ -23,7 +23,7 @@ def get_config():
   c.run = run_config.base()
   c.run.generator = 'ported_weights/digits32'
   c.run.inputs = 'demo'
-  c.run.steps = 5000  # the official SPHInX setting
+  c.run.steps = 1000  # --config.run.steps=5000: the official SPHInX setting
   c.run.batch_size = 12  # every demo image in one batch
   c.run.save_every = 100
   return c

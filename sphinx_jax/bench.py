@@ -104,6 +104,21 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   }
 
 
+def memory_per_image(g: Generator, method: str, use_lpips: bool,
+                     dtype: str = 'float32', remat: bool = False,
+                     pivot: str = 'w') -> dict:
+  """Device bytes of the compiled steps (XLA's memory analysis, nothing
+  run) for batches of 1 and 2, and so what each image adds."""
+  inv = engine.Inverter(g, engine.Settings(
+      method=method, steps=10, lpips_weight=1.5 if use_lpips else 0.0,
+      lpips_min_resolution=0, dtype=dtype, remat=remat, pivot=pivot))
+  one, two = inv.step_memory(1), inv.step_memory(2)
+  return {'resolution': g.resolution, 'method': method, 'pivot': pivot,
+          'lpips': use_lpips, 'dtype': dtype, 'remat': remat,
+          'step_bytes_batch_1': one, 'step_bytes_batch_2': two,
+          'bytes_per_image': two - one}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(prog='python -m sphinx_jax.bench',
                                    description=__doc__.splitlines()[0])
@@ -121,6 +136,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--generator', help='bench a converted generator instead')
   parser.add_argument('--no-matmul', action='store_true',
                       help='skip measuring the matmul peak')
+  parser.add_argument('--pivot', default='w', choices=['w', 'sphinx'],
+                      help="pti's pivot")
+  parser.add_argument('--memory', action='store_true',
+                      help='only the memory a batch needs per image (XLA '
+                      'memory analysis of the compiled step; nothing runs)')
   args = parser.parse_args(argv)
   cache_dir = compile_cache.enable()
   # Every program is stored, so that a hit or miss says what happened.
@@ -131,6 +151,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except (SphinxError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1
+  if args.memory:
+    result = memory_per_image(g, args.method, not args.no_lpips, args.dtype,
+                              args.remat, args.pivot)
+    for key, value in result.items():
+      print(f'{key:<22} {value}')
+    print(json.dumps(result))
+    return 0
   result = bench(g, args.batch, args.steps, args.method, not args.no_lpips,
                  args.warmup, args.dtype, args.remat, cache_dir)
   if not args.no_matmul:

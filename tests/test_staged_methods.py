@@ -159,6 +159,25 @@ def test_a_zero_tuned_weight_difference_renders_the_base_generator(gen):
                                 edits.render(gen, frame))
 
 
+def test_an_interpolation_blends_the_tuned_weight_differences(gen):
+  w = np.tile(np.asarray(gen.w_avg), (gen.n_latent, 1))
+  delta = jax.tree_util.tree_map(lambda p: np.full(p.shape, 0.01, np.float32),
+                                 gen.params['synthesis'])
+  tuned = codes_files.Codes('a', 'pti', w, None, None, delta)
+  plain = codes_files.Codes('b', 'wplus', w, None, None)
+  deltas = edits.interpolation_deltas(tuned, plain, gen, 3)
+  leaves = [jax.tree_util.tree_leaves(d) for d in deltas]
+  assert all(np.all(x == np.float32(0.01)) for x in leaves[0])
+  assert all(np.allclose(x, 0.005) for x in leaves[1])
+  assert all(np.all(x == 0) for x in leaves[2])
+  frames = edits.interpolation_frames(tuned, plain, gen, 3)
+  np.testing.assert_array_equal(edits.render(gen, frames[-1], deltas[-1]),
+                                edits.render(gen, edits.base_inputs(plain, gen)))
+  assert not np.allclose(edits.render(gen, frames[0], deltas[0]),
+                         edits.render(gen, frames[0]), atol=1e-3)
+  assert edits.interpolation_deltas(plain, plain, gen, 3) == [None] * 3
+
+
 def test_robustness_falls_as_the_perturbation_grows(gen, targets):
   inv = engine.Inverter(gen, engine.Settings(method='wplus', steps=2))
   result = inv.invert(targets, np.array([1, 2]))

@@ -2,7 +2,6 @@
 through the Python API and python -m sphinx_jax.run's door."""
 
 import csv
-import re
 import shutil
 
 import jax
@@ -214,7 +213,7 @@ def test_staged_method_crashes_then_the_command_line_resumes_it(
   real = cli.Progress.update
 
   def crash(self, step, losses):
-    if step == 7:  # after checkpoints at steps 2, 4 (and 6, written async)
+    if step == 7:  # after checkpoints at steps 2, 4 and 6
       raise Crash()
     real(self, step, losses)
 
@@ -226,8 +225,7 @@ def test_staged_method_crashes_then_the_command_line_resumes_it(
                    *[f'--config.{k}={v}' for k, v in settings.items()],
                    f'--config.outdir={outdir("cut")}')
   assert result.returncode == 0, result.stderr
-  assert re.search(r'resuming cat from the checkpoint after step [46]\n',
-                   result.stderr), result.stderr
+  assert 'resuming cat from the checkpoint after step 6\n' in result.stderr
   for f in ('reconstruction.png', 'mean.png', 'progress.gif'):
     assert ((tmp_path / 'whole' / 'cat' / f).read_bytes() ==
             (tmp_path / 'cut' / 'cat' / f).read_bytes()), f

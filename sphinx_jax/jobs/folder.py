@@ -176,8 +176,15 @@ def _invert_batch(inverter: engine.Inverter, batch: _Batch, everyone,
   # Control returns to Python only where a frame or checkpoint is due.
   every = math.gcd(settings.steps_per_dispatch, settings.save_every,
                    settings.checkpoint_every)
-  result = inverter.invert(batch.observations, batch.ids, on_step, start,
-                           every, batch.op_params)
+  try:
+    result = inverter.invert(batch.observations, batch.ids, on_step, start,
+                             every, batch.op_params)
+  except BaseException:
+    # An interrupted run (Ctrl-C, an error) still commits the checkpoint
+    # being written, so a rerun continues from it.
+    if checkpoints is not None:
+      checkpoints.finish_saves()
+    raise
   if checkpoints is not None:
     checkpoints.clear()
   return result

@@ -156,6 +156,10 @@ class BatchCheckpoints:
     return (tree['state'], tree['opt_state'], step + 1, meta['recorded'],
             tree.get('progress'))
 
+  def finish_saves(self) -> None:
+    """Waits for the saves in flight to commit, and releases the directory."""
+    self.checkpoints.close()
+
   def clear(self) -> None:
     """Drops every checkpoint once the batch's outputs are written."""
     self.checkpoints.close()

@@ -77,6 +77,7 @@ def settings_from_config(config) -> folder.RunSettings:
       ('quantize', config.quantize in metrics.QUANTIZE,
        ' or '.join(map(repr, metrics.QUANTIZE))),
       ('pivot', config.pivot in pti.PIVOTS, ' or '.join(map(repr, pti.PIVOTS))),
+      ('pti_locality', isinstance(config.pti_locality, bool), 'True or False'),
       *((f'ilo_radius_{k}', _radii(config[f'ilo_radius_{k}']),
          'a tuple of positive numbers (empty: no projection)')
         for k in ('latent', 'noise', 'hidden')),

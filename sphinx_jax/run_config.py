@@ -32,10 +32,12 @@ def base() -> config_dict.ConfigDict:
   c.num_vicinal = 16
   c.dtype = 'float32'
   c.remat = False
-  # Method options (README, "Methods"): PTI's pivot, 'w' or 'sphinx'; ILO's
+  # Method options (README, "Methods"): PTI's pivot, 'w' or 'sphinx', and
+  # its locality regulariser; ILO's
   # l1 radii per stage around each stage's start (the last repeats; an
   # empty tuple: no projection).
   c.pivot = 'w'
+  c.pti_locality = False
   c.ilo_radius_latent = ()
   c.ilo_radius_noise = ()
   c.ilo_radius_hidden = (1000.0, 1000.0, 6000.0)

@@ -149,6 +149,29 @@ def test_pti_tuning_brings_the_image_closer_than_its_pivot(gen, three, pivot):
   _same_image(result, 1, other, 0)
 
 
+def test_the_locality_regulariser_holds_the_tuned_generator_near_its_own(gen):
+  from sphinx_jax.inversion import pti
+  from sphinx_jax.models import lpips
+  method = pti.Pti.for_generator(gen)
+  method = pti.Pti(pivot='w', projector=method.projector, locality=True)
+  state = method.init(jax.random.key(0), gen)
+  key = jax.random.key(1)
+  params = lpips.load_params()
+  loss = lambda s: method.locality_loss(s, key, gen, params)
+  assert float(loss(state)) == 0.0  # a zero difference: G's own images
+  moved = {**state, 'delta': jax.tree_util.tree_map(
+      lambda d: d + 0.01, state['delta'])}
+  assert float(loss(moved)) > 0
+  grads = jax.grad(loss)(moved)['delta']
+  assert any(float(jnp.abs(g).max()) > 0
+             for g in jax.tree_util.tree_leaves(grads))
+  # In the tuning stage it is the regulariser; in the pivot stage it is not.
+  tuning = methods.Clock(jnp.int32(700), jnp.int32(800))
+  np.testing.assert_allclose(
+      method.regularizer(moved, tuning, key, gen, params), loss(moved),
+      rtol=1e-5)
+
+
 def test_a_zero_tuned_weight_difference_renders_the_base_generator(gen):
   codes = codes_files.Codes('', 'wplus', np.tile(np.asarray(gen.w_avg),
                                                  (gen.n_latent, 1)), None, None)
@@ -194,8 +217,8 @@ class Crash(Exception):
   pass
 
 
-@pytest.mark.parametrize('method,extra', [('ilo', ()),
-                                          ('pti', ('--config.pivot=sphinx',))])
+@pytest.mark.parametrize('method,extra', [
+    ('ilo', ()), ('pti', ('--config.pivot=sphinx', '--config.pti_locality=True'))])
 def test_staged_method_crashes_then_the_command_line_resumes_it(
     tmp_path, converted, method, extra, monkeypatch, capsys):
   """A run killed after a checkpoint mid-stage, finished by the command
@@ -206,7 +229,8 @@ def test_staged_method_crashes_then_the_command_line_resumes_it(
   settings = dict(generator=converted['zip'], inputs=str(inputs), steps=8,
                   batch_size=1, num_vicinal=2, save_every=2,
                   checkpoint_every=2, steps_per_dispatch=2, method=method,
-                  **dict(x[len('--config.'):].split('=') for x in extra))
+                  **{k: {'True': True}.get(v, v) for k, v in (
+                      x[len('--config.'):].split('=') for x in extra)})
   outdir = lambda name: str(tmp_path / name)
   assert run.main(load_config('invert', outdir=outdir('whole'),
                               **settings)) == 0

@@ -29,6 +29,8 @@ from sphinx_jax.runtime.sharding import Placement
 Array = jax.Array
 # The stream of the per-step key the operator's own noise is drawn from.
 _OPERATOR_STREAM = 0x0FE2
+# ... and that of the method's regulariser's own draws.
+_REGULARIZER_STREAM = 0x0EE9
 # Robustness of the codes (`Inverter.robustness`): ROBUST_DRAWS draws of a
 # perturbation of W+ by ROBUST_EPS times each coordinate's spread in W.
 ROBUST_EPS = 0.1
@@ -53,6 +55,7 @@ class Settings:
   # The forward operator the loss sees the generated image through.
   operator: operators.Identity = operators.Identity()
   pivot: str = 'w'  # pti: 'w' (PTI's) or 'sphinx'
+  pti_locality: bool = False  # pti: PTI's locality regulariser
   # ilo: l1 radii per stage (the last repeats; empty: no projection).
   ilo_radius_latent: tuple[float, ...] = ()
   ilo_radius_noise: tuple[float, ...] = ()
@@ -114,7 +117,9 @@ def _loss(plan: Plan, state, key, draw, clock, target, target_feats,
     feats = lpips.features(lpips_params, _rgb(pred).astype(plan.dtype))
     loss += plan.lpips_weight * lpips.distance_from_features(
         lpips_params, feats, target_feats).astype(jnp.float32)
-  return loss + plan.method.regularizer(state, clock), image
+  return loss + plan.method.regularizer(
+      state, clock, jax.random.fold_in(key, _REGULARIZER_STREAM), g,
+      lpips_params if plan.lpips_weight else None), image
 
 
 def _step_one(plan: Plan, state, opt_state, keys, draw, target, target_feats,

@@ -176,7 +176,8 @@ class Ilo(methods.Method):
 
     return jax.lax.cond(clock.step == first, start, lambda s: s, state)
 
-  def regularizer(self, state, clock):
+  def regularizer(self, state, clock, key, g, lpips_params):
+    del key, g, lpips_params
     return jnp.where(self._stage(clock) == 0,
                      self.geocross_weight * geocross(state['latent']), 0.0)
 

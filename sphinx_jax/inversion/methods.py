@@ -174,8 +174,12 @@ class Method:
     return objective.make_optimizer(
         lambda state: self.labels(state, schedule_all), lr, steps)
 
-  def regularizer(self, state: Any, clock: Clock) -> Array:
-    del state, clock
+  def regularizer(self, state: Any, clock: Clock, key: Array, g: Generator,
+                  lpips_params: Any) -> Array:
+    """A term added to the loss; `key` is its own, `g` the compute-dtype
+    generator, `lpips_params` LPIPS's weights when the run's loss uses
+    LPIPS (else None)."""
+    del state, clock, key, g, lpips_params
     return 0.0
 
   def post_update(self, state: Any, clock: Clock) -> Any:
@@ -294,8 +298,8 @@ class WProjector(Method):
     return (jnp.tile(self.perturbed_w(state['w'], draw, clock.t),
                      (g.n_latent, 1)), state['noise'], None)
 
-  def regularizer(self, state, clock):
-    del clock
+  def regularizer(self, state, clock, key, g, lpips_params):
+    del clock, key, g, lpips_params
     return self.regularize_noise_weight * noise_regularization(state['noise'])
 
   def post_update(self, state, clock):

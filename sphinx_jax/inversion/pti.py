@@ -14,8 +14,9 @@ with G's stored noise (its projector optimised noise on a copy of G that it
 then drops); a SPHInX pivot keeps its own noise maps and its mean codes over
 the vicinal draws.
 
-Not carried over (README, "Methods"): PTI's early stop once LPIPS < 0.06,
-and its locality regulariser (off by default there too).
+With `locality`, PTI's locality regulariser joins the tuning stage's loss
+(`locality_loss`; off by default, as in PTI). Not carried over (README,
+"Methods"): PTI's early stop once LPIPS < 0.06.
 """
 
 import dataclasses
@@ -24,9 +25,15 @@ import jax
 import jax.numpy as jnp
 
 from sphinx_jax.inversion import methods, objective, stages as stages_lib
+from sphinx_jax.models import lpips
 
 Array = jax.Array
 STAGES = (450, 350)  # PTI's first_inv_steps, max_pti_steps
+# The locality regulariser's settings (PTI's regulizer_alpha, the mapping's
+# truncation there, regulizer_l2_lambda = regulizer_lpips_lambda).
+LOCALITY_RADIUS = 30.0
+LOCALITY_PSI = 0.5
+LOCALITY_WEIGHT = 0.1
 PIVOTS = ('w', 'sphinx')
 
 
@@ -39,12 +46,15 @@ class Pti(methods.Method):
     projector: the W pivot's projector, set up for the generator.
     tune_lr: the tuning stage's rate (PTI's pti_learning_rate).
     num_vicinal: draws behind a SPHInX pivot's mean codes.
+    locality: PTI's locality regulariser in the tuning stage (off, as in
+      PTI's defaults).
   """
   name = 'pti'
   pivot: str = 'w'
   projector: methods.WProjector = methods.WProjector()
   tune_lr: float = 3e-4
   num_vicinal: int = 16
+  locality: bool = False
   stages = STAGES
 
   @property
@@ -60,7 +70,8 @@ class Pti(methods.Method):
     pivot = 'w' if settings is None else settings.pivot
     return cls(pivot=pivot,
                projector=methods.WProjector(w_std=methods.w_spread(g, 600)),
-               num_vicinal=16 if settings is None else settings.num_vicinal)
+               num_vicinal=16 if settings is None else settings.num_vicinal,
+               locality=False if settings is None else settings.pti_locality)
 
   @classmethod
   def from_record(cls, record, g):
@@ -125,10 +136,34 @@ class Pti(methods.Method):
     return jax.lax.cond((clock.step == first) & (stage == 1), freeze,
                         lambda s: s, state)
 
-  def regularizer(self, state, clock):
+  def regularizer(self, state, clock, key, g, lpips_params):
     stage, first, length = self._stage(clock)
-    return jnp.where(stage == 0, self._pivot().regularizer(
-        state, methods.Clock(clock.step - first, length)), 0.0)
+    pivot = self._pivot().regularizer(
+        state, methods.Clock(clock.step - first, length), key, g, lpips_params)
+    if not self.locality:
+      return jnp.where(stage == 0, pivot, 0.0)
+    return jax.lax.cond(stage == 0, lambda: pivot, lambda: self.locality_loss(
+        state, key, g, lpips_params))
+
+  def locality_loss(self, state, key, g, lpips_params) -> Array:
+    """PTI's locality regulariser: at a w drawn from G's mapping (truncated
+    by 0.5) and moved to LOCALITY_RADIUS from the pivot along its direction,
+    the tuned G's image (no noise, G's constant) against G's own, by L2 and,
+    when the run's loss has it, LPIPS, each weighted 0.1."""
+    pivot = jax.lax.stop_gradient(self._codes(state, g)[0])
+    w = g.mapping(jax.random.normal(key, (1, g.z_dim)), LOCALITY_PSI)[0]
+    away = w - pivot
+    code = pivot + LOCALITY_RADIUS * away / jnp.linalg.norm(away)
+    zero = [jnp.zeros((r, r, 1)) for r in g.arch.noise_resolutions]
+    tuned = methods.synthesize(g.tuned(state['delta']), code, zero, None)
+    own = jax.lax.stop_gradient(methods.synthesize(g, code, zero, None))
+    loss = LOCALITY_WEIGHT * jnp.mean(jnp.square(tuned - own))
+    if lpips_params is not None:
+      cast = lambda x: x.astype(jax.tree_util.tree_leaves(lpips_params)[0].dtype)
+      loss += LOCALITY_WEIGHT * lpips.distance_from_features(
+          lpips_params, lpips.features(lpips_params, cast(tuned)),
+          lpips.features(lpips_params, cast(own))).astype(jnp.float32)
+    return loss
 
   def post_update(self, state, clock):
     stage, first, length = self._stage(clock)

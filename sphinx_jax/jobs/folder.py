@@ -34,6 +34,7 @@ RESULT_FIELDS = ('method', 'steps', 'seed', 'lr', 'lr_schedule', 'mse_weight',
                  'lpips_weight', 'lpips_min_resolution', 'num_vicinal',
                  'references', 'dtype', 'observation', 'operator', 'resize',
                  'interpolation', 'exif_transpose', 'quantize', 'pivot',
+                 'pti_locality',
                  'ilo_radius_latent', 'ilo_radius_noise', 'ilo_radius_hidden')
 
 

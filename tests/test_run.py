@@ -145,6 +145,10 @@ def test_bad_command_line_is_one_line(tmp_path, converted, inputs, override,
     (dict(generator='/nonexistent'), 'no such generator directory'),
     (dict(inputs='/nonexistent/*.png'), 'no image files'),
     (dict(lr=-1.0), 'config.lr = -1.0: must be positive'),
+    (dict(method='pti', pivot='z'), "config.pivot = 'z': must be 'w' or"),
+    (dict(method='ilo', ilo_radius_hidden=(1.0, -2.0)),
+     'config.ilo_radius_hidden = .*: must be a tuple of positive numbers'),
+    (dict(method='ilo', steps=3), 'config.steps = 3: method ilo runs 4 stages'),
 ])
 def test_bad_config_is_one_error(tmp_path, converted, inputs, override, message,
                                  capsys):
@@ -153,3 +157,4 @@ def test_bad_config_is_one_error(tmp_path, converted, inputs, override, message,
     _run(capsys, args.pop('generator'), args.pop('inputs'), tmp_path / 'out',
          **args)
   assert not (tmp_path / 'out' / 'metrics.csv').exists()
+  assert not (tmp_path / 'out' / 'run.json').exists()

@@ -316,6 +316,9 @@ def run(settings: RunSettings) -> int:
   g = generator_dir.load_generator(settings.generator)
   operator = settings.inversion.operator
   operator.check(g.resolution)
+  # Built before the outdir is claimed: a setting it refuses leaves no trace.
+  inverter = engine.Inverter(g, settings.inversion, sharding.Placement(
+      sharding.batch_mesh(hosts.devices())))
   given = settings.observation == 'given'
   load_size = operator.load_size(g.resolution) if given else g.resolution
   all_items = inputs.discover(settings.inputs)
@@ -334,8 +337,6 @@ def run(settings: RunSettings) -> int:
           f'{len(items)} images{hosts.suffix() and " of this process"} already '
           'finished', file=sys.stderr)
 
-  inverter = engine.Inverter(g, settings.inversion, sharding.Placement(
-      sharding.batch_mesh(hosts.devices())))
   batch_size = settings.batch_size or automatic_batch_size(
       inverter, max(hosts.gather(len(todo))))
   size = inverter.placement.padded_batch_size(batch_size)

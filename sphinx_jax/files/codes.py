@@ -92,10 +92,9 @@ def read_codes_config(path: str) -> dict[str, Any]:
   return config
 
 
-def expected_codes(record: dict[str, Any], g: Generator) -> dict[str, Any]:
-  """Shapes of the tree `write_codes` saves for the run `record` (its
-  config.json) on `g`."""
-  method = methods.get(record['method']).from_record(record, g)
+def expected_codes(method: methods.Method, g: Generator) -> dict[str, Any]:
+  """Shapes of the tree `write_codes` saves for `method` (as `from_record`
+  builds it from the run's config.json) on `g`."""
   state = jax.eval_shape(method.init, jax.random.key(0), g)
   tree = {'state': state,
           'wplus_mean': jax.ShapeDtypeStruct((g.n_latent, g.w_dim),
@@ -114,9 +113,10 @@ def load_codes(path: str, g: Generator) -> Codes:
       generator, naming the file and key.
   """
   record = read_codes_config(path)
-  method = record['method']
-  if not methods.get(method).editable:
-    raise SphinxError(f'{path}: codes of method {method}, whose image comes '
+  name = record['method']
+  method = methods.get(name).from_record(record, g)
+  if not method.editable:
+    raise SphinxError(f'{path}: codes of method {name}, whose image comes '
                       'from features inside the generator that an edit of '
                       'the codes cannot reach; edit another method\'s codes')
   state_path = os.path.join(os.path.abspath(path), 'state')
@@ -125,10 +125,10 @@ def load_codes(path: str, g: Generator) -> Codes:
   except Exception as e:  # Orbax raises many types for damaged directories.
     raise SphinxError(f'{state_path}: cannot read the codes '
                       f'({type(e).__name__}: {one_line(e)})') from None
-  check_tree(tree, expected_codes(record, g), state_path, 'codes')
+  check_tree(tree, expected_codes(method, g), state_path, 'codes')
   as_array = lambda x: np.asarray(x, np.float32)
-  noise = methods.get(method).from_record(record, g).noise_of(tree['state'])
-  return Codes(path=path, method=method, wplus=as_array(tree['wplus_mean']),
+  noise = method.noise_of(tree['state'])
+  return Codes(path=path, method=name, wplus=as_array(tree['wplus_mean']),
                noise=None if noise is None else [as_array(n) for n in noise],
                content=(as_array(tree['content_mean']) if 'content_mean' in tree
                         else None),

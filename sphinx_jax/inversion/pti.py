@@ -81,8 +81,12 @@ class Pti(methods.Method):
   def _pivot(self) -> methods.Method:
     return self.projector if self.pivot == 'w' else methods.Sphinx()
 
-  def _stage(self, clock):
-    return stages_lib.locate(self.stages, clock.step, clock.steps)
+  def _stage(self, clock) -> tuple[Array, methods.Clock]:
+    """The stage of `clock`'s step, and the clock within that stage (the
+    pivot's methods run on it as on a run of their own)."""
+    stage, first, length = stages_lib.locate(self.stages, clock.step,
+                                             clock.steps)
+    return stage, methods.Clock(clock.step - first, length)
 
   def init(self, key, g):
     state = self._pivot().init(key, g)
@@ -111,14 +115,13 @@ class Pti(methods.Method):
                               self.noise_of(state), content)
 
   def render(self, state, draw, clock, g):
-    stage, first, length = self._stage(clock)
+    stage, local = self._stage(clock)
 
     def pivot():
-      local = methods.Clock(clock.step - first, length)
       return self._pivot().render(state, draw, local, g)
 
     def tuned():
-      wplus, noise, content = jax.lax.stop_gradient(self._codes(state, g))
+      wplus, _, content = jax.lax.stop_gradient(self._codes(state, g))
       return self.decode(state, wplus, content, g), wplus, content
 
     return jax.lax.switch(stage, [pivot, tuned])
@@ -126,20 +129,19 @@ class Pti(methods.Method):
   def begin(self, state, key, clock, g):
     if self.pivot == 'w':
       return state
-    stage, first, _ = self._stage(clock)
+    stage, local = self._stage(clock)
 
     def freeze(state):
       wplus, content = methods.Sphinx().mean_codes(state, key,
                                                    self.num_vicinal, g)
       return {**state, 'codes': {'wplus': wplus, 'content': content}}
 
-    return jax.lax.cond((clock.step == first) & (stage == 1), freeze,
+    return jax.lax.cond((local.step == 0) & (stage == 1), freeze,
                         lambda s: s, state)
 
   def regularizer(self, state, clock, key, g, lpips_params):
-    stage, first, length = self._stage(clock)
-    pivot = self._pivot().regularizer(
-        state, methods.Clock(clock.step - first, length), key, g, lpips_params)
+    stage, local = self._stage(clock)
+    pivot = self._pivot().regularizer(state, local, key, g, lpips_params)
     if not self.locality:
       return jnp.where(stage == 0, pivot, 0.0)
     return jax.lax.cond(stage == 0, lambda: pivot, lambda: self.locality_loss(
@@ -166,9 +168,8 @@ class Pti(methods.Method):
     return loss
 
   def post_update(self, state, clock):
-    stage, first, length = self._stage(clock)
-    done = self._pivot().post_update(state,
-                                     methods.Clock(clock.step - first, length))
+    stage, local = self._stage(clock)
+    done = self._pivot().post_update(state, local)
     return jax.tree_util.tree_map(lambda a, b: jnp.where(stage == 0, a, b),
                                   done, state)
 

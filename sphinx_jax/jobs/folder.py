@@ -66,9 +66,7 @@ class RunSettings:
 
   def results_key(self) -> dict[str, Any]:
     values = self.to_json()
-    # As run.json holds them: tuples become lists.
-    return {k: list(values[k]) if isinstance(values[k], tuple) else values[k]
-            for k in RESULT_FIELDS}
+    return {k: values[k] for k in RESULT_FIELDS}
 
 
 def _pad(rows: list, size: int, blank: np.ndarray) -> np.ndarray:

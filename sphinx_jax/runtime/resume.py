@@ -26,9 +26,11 @@ from sphinx_jax.runtime import hosts
 
 
 def fingerprint(generator: str, results: dict[str, Any]) -> dict[str, Any]:
-  """What run.json records: the generator by content (`generator_dir.
-  identity`) and `results`, the settings the results depend on."""
-  return {'generator': generator_dir.identity(generator), **results}
+  """What run.json records, as JSON gives it back (tuples as lists): the
+  generator by content (`generator_dir.identity`) and `results`, the
+  settings the results depend on."""
+  return json.loads(json.dumps(
+      {'generator': generator_dir.identity(generator), **results}))
 
 
 def _check_previous(path: str, fp: dict[str, Any]) -> Optional[str]:

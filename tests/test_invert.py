@@ -23,7 +23,7 @@ def targets(gen):
 
 
 def _leaf(tree, i):
-  return jax.tree_util.tree_map(lambda x: np.asarray(x[i]), tree)
+  return jax.tree_util.tree_map(lambda x: np.asarray(x)[i], tree)
 
 
 def test_result_does_not_depend_on_batch_company_or_position(gen, targets):

@@ -82,8 +82,9 @@ def test_official_schedule_gives_the_recorded_learning_rates(converted, loop,
   opt_state = tx.init(state)
   ones = jax.tree_util.tree_map(jnp.ones_like, state)
   rates = {'ps': [], 'pc': [], 'noise': []}
+  update = jax.jit(tx.update)
   for _ in range(int(loop['steps'])):
-    updates, opt_state = tx.update(ones, opt_state, state)
+    updates, opt_state = update(ones, opt_state, state)
     for group, values in rates.items():
       leaves = jax.tree_util.tree_leaves(updates[group])
       steps = np.unique(np.concatenate([-np.ravel(u) for u in leaves]))

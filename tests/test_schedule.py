@@ -18,8 +18,8 @@ from conftest import REPO, load_config
 from sphinx_jax import run
 from sphinx_jax.runtime import resume
 
-STEPS = (1, 7, 120)
-SAVE_EVERY = (1, 5, 100, 1000)
+STEPS = (1, 7, 24)
+SAVE_EVERY = (1, 5, 20, 1000)
 CHECKPOINT_EVERY = (0, 1, 3, 10)
 STEPS_PER_DISPATCH = (1, 4, 10)
 
@@ -99,7 +99,7 @@ def _same_files(a, b):
 @pytest.mark.parametrize('schedule, killed_after', [
     ((7, 5, 3, 4), 1),  # the checkpoint comes before the first frame
     ((7, 1, 1, 1), 4),
-    ((120, 100, 10, 10), 3),
+    ((24, 20, 10, 10), 1),
 ])
 def test_killed_after_a_checkpoint_then_rerun_equals_uninterrupted(
     tmp_path, monkeypatch, capsys, schedule, killed_after):

@@ -15,6 +15,7 @@ flipped in both spatial axes (which is TensorFlow's stored kernel as is).
 """
 
 import dataclasses
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -112,11 +113,13 @@ def _clamp(x: Array, conv_clamp: Optional[float]) -> Array:
   return x if conv_clamp is None else jnp.clip(x, -conv_clamp, conv_clamp)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _fir(x: Array, lhs_dilation: int, pad: int) -> Array:
   """Correlation of every channel with UP_FIR (symmetric, so also a
   convolution), after inserting lhs_dilation - 1 zeros between samples and
-  padding by `pad`. The filter is separable: two 4-tap passes of shifted adds
-  run ~10x faster on CPU than XLA's depthwise (feature-grouped) convolution.
+  padding by `pad` (at most 3). The filter is separable: two 4-tap passes of
+  shifted adds run ~10x faster on CPU than XLA's depthwise (feature-grouped)
+  convolution.
   """
   if lhs_dilation > 1:
     b, h, w, c = x.shape
@@ -129,6 +132,23 @@ def _fir(x: Array, lhs_dilation: int, pad: int) -> Array:
   x = sum(float(t) * x[:, i:i + h] for i, t in enumerate(taps))
   w = x.shape[2] - 3
   return sum(float(t) * x[:, :, i:i + w] for i, t in enumerate(taps))
+
+
+def _fir_forward(x, lhs_dilation, pad):
+  return _fir(x, lhs_dilation, pad), None
+
+
+def _fir_backward(lhs_dilation, pad, _, grad):
+  """The transpose of a correlation with a symmetric filter is the same
+  correlation of the gradient padded by 3 - pad, taken at every
+  lhs_dilation-th sample. Written so, it runs as the forward does (the
+  automatic transpose of the shifted adds, a sum of padded copies, ran
+  2.5x slower: 191 against 78 ms on a (4, 256, 256, 128) gradient)."""
+  d = lhs_dilation
+  return (_fir(grad, 1, 3 - pad)[:, ::d, ::d],)
+
+
+_fir.defvjp(_fir_forward, _fir_backward)
 
 
 def _transposed_conv(x: Array, weight: Array) -> Array:

@@ -17,10 +17,12 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 # The suite's programs are small and run for a few steps, so compiling them
-# is most of its time. XLA's least-optimising CPU code generation compiles
-# them 3 to 4 times faster (a 32-px SPHInX run: 14.7 s -> 3.2 s); the
-# results agree with the optimised code to float rounding, and the parity
-# tests hold at their tolerances under it. Subprocesses inherit it.
+# is most of its time. XLA's cheaper CPU code generation (optimisation level
+# 1, the older fusion emitters) compiles them about 3 times faster (a 32-px
+# SPHInX run of 200 steps: 17.4 s -> 5.6 s); the results agree with the
+# default code to float rounding, and the parity tests hold at their
+# tolerances under it. Level 0 compiles faster still but runs some programs
+# 16x slower. Subprocesses inherit the flags.
 SUITE_XLA_FLAGS = ('--xla_backend_optimization_level=1 '
                    '--xla_cpu_use_fusion_emitters=false')
 if SUITE_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):

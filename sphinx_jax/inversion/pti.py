@@ -162,9 +162,8 @@ class Pti(methods.Method):
     loss = LOCALITY_WEIGHT * jnp.mean(jnp.square(tuned - own))
     if lpips_params is not None:
       cast = lambda x: x.astype(jax.tree_util.tree_leaves(lpips_params)[0].dtype)
-      loss += LOCALITY_WEIGHT * lpips.distance_from_features(
-          lpips_params, lpips.features(lpips_params, cast(tuned)),
-          lpips.features(lpips_params, cast(own))).astype(jnp.float32)
+      loss += LOCALITY_WEIGHT * lpips.lpips(
+          lpips_params, cast(tuned), cast(own)).astype(jnp.float32)
     return loss
 
   def post_update(self, state, clock):

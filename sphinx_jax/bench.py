@@ -25,7 +25,7 @@ from sphinx_jax.errors import SphinxError
 from sphinx_jax.files.generator_dir import load_generator
 from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
-from sphinx_jax.runtime import compile_cache
+from sphinx_jax.runtime import compile_cache, xla_flags
 
 
 def random_generator(arch: Architecture, seed: int = 0) -> Generator:
@@ -142,6 +142,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       help='only the memory a batch needs per image (XLA '
                       'memory analysis of the compiled step; nothing runs)')
   args = parser.parse_args(argv)
+  xla_flags.apply()
   cache_dir = compile_cache.enable()
   # Every program is stored, so that a hit or miss says what happened.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)

@@ -16,7 +16,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from sphinx_jax.errors import SphinxError, one_line
-from sphinx_jax.runtime import compile_cache
+from sphinx_jax.runtime import compile_cache, xla_flags
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -65,6 +65,7 @@ def run(main: Callable[..., int], config_file: Optional[str] = None,
             file=sys.stderr)
       return 2
     logging.set_verbosity(logging.WARNING)  # keep JAX/Orbax chatter out
+    xla_flags.apply()
     compile_cache.enable()
     try:
       return (main(*given) if flag is None else

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 
+from sphinx_jax.runtime import xla_flags
+
 # The CLI tests start many processes that compile the same programs: a
 # compilation cache shared for this test session compiles each once.
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
@@ -28,6 +30,9 @@ SUITE_XLA_FLAGS = ('--xla_backend_optimization_level=1 '
 if SUITE_XLA_FLAGS not in os.environ.get('XLA_FLAGS', ''):
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
                              SUITE_XLA_FLAGS).strip()
+# And the flag the commands set at their door, so that the suite computes
+# as they do.
+xla_flags.apply()
 
 # One process unless a test starts several: a launcher's variables (a Slurm
 # allocation, say) would make sphinx_jax.run start jax.distributed in-process.

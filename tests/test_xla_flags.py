@@ -26,9 +26,10 @@ def test_added_to_what_is_there_once():
 
 
 def test_a_users_own_setting_is_kept():
-  environ = {'XLA_FLAGS': f'{xla_flags.FLAG}='}
+  own = f'{xla_flags.FLAG}=+individual_convolution'
+  environ = {'XLA_FLAGS': own}
   assert not xla_flags.apply(environ, '0.10.2')
-  assert environ['XLA_FLAGS'] == f'{xla_flags.FLAG}='
+  assert environ['XLA_FLAGS'] == own
 
 
 @pytest.mark.parametrize('version', ['0.9.3', '0.11.0', '1.0.0'])
@@ -38,20 +39,23 @@ def test_versions_it_was_not_measured_with_keep_xlas_defaults(version):
   assert environ == {'XLA_FLAGS': '--xla_cpu_enable_fast_math=false'}
 
 
-def test_the_installed_jaxlib_runs_a_convolution_under_it():
+def test_the_installed_jaxlib_takes_it_and_fuses_nothing_into_ynnpack():
   """XLA aborts on a flag it does not know: the range must hold the flag."""
   environ = {}
   if not xla_flags.apply(environ, INSTALLED):
     assert environ == {}  # outside the measured range: nothing to run
     return
-  code = ('import jax, jax.numpy as jnp; x = jnp.ones((1, 8, 8, 4)); '
-          "w = jnp.ones((3, 3, 4, 2)); print(float(jax.lax.conv_general_dilated("
-          "x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))"
-          '[0, 4, 4, 0]))')
+  # Without the flag, XLA hands a convolution of this size to YNNPACK.
+  code = ('import jax, jax.numpy as jnp; x = jnp.ones((1, 16, 16, 32)); '
+          "w = jnp.ones((3, 3, 32, 2)); f = jax.jit(lambda x, w: jax.nn.relu("
+          "jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
+          "dimension_numbers=('NHWC', 'HWIO', 'NHWC')) + 1.0)); "
+          "print(float(f(x, w)[0, 4, 4, 0]), "
+          "'__ynn_fusion' in f.lower(x, w).compile().as_text())")
   result = run_cli('-c', code, env={
       'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} {environ["XLA_FLAGS"]}'})
   assert result.returncode == 0, result.stderr
-  assert result.stdout.strip() == '36.0'
+  assert result.stdout.split() == ['289.0', 'False']
 
 
 def test_the_commands_set_it_at_their_door(tmp_path, monkeypatch, capsys):

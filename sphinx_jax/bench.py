@@ -5,7 +5,9 @@ converted one with --generator), excludes compilation and warm-up, and reports
 the median over timed steps. The step's compilation is timed apart
 (`compile_s`), with `compile_cache` saying whether the persistent cache
 served it ('hit': a warm compile), had to store it ('miss': a cold one) or
-is off. The last line printed is one JSON object.
+is off; `time_to_first_step_s` is the process's age when its first step
+starts (imports, set-up and compilation; Linux only). The last line
+printed is one JSON object.
 """
 
 import argparse
@@ -47,6 +49,18 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
   return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def process_seconds() -> Optional[float]:
+  """Seconds since this process started (Linux's /proc), else None."""
+  try:
+    with open('/proc/self/stat') as f:
+      start_ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/uptime') as f:
+      uptime = float(f.read().split()[0])
+  except (OSError, ValueError, IndexError):
+    return None
+  return uptime - start_ticks / os.sysconf('SC_CLK_TCK')
+
+
 def _cache_entries(directory: Optional[str]) -> set[str]:
   return (set(os.listdir(directory)) if directory and os.path.isdir(directory)
           else set())
@@ -66,12 +80,10 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   keys, state, opt_state = inv.init(np.arange(batch))
   feats = inv.target_features(targets)
   op_params = inv.operator_params(np.arange(batch))
-  args = (inv.plan, state, opt_state, keys, None, targets, feats, op_params,
-          jnp.int32(0),
-          jnp.int32(settings.steps), inv.g_compute, inv.lpips_compute)
   before = _cache_entries(cache_dir)
   start = time.perf_counter()
-  compiled = engine._step.lower(*args).compile()  # pylint: disable=protected-access
+  compiled = inv.lower_step(state, opt_state, keys, targets, feats,
+                            op_params).compile()
   compile_s = time.perf_counter() - start
   cache = ('off' if cache_dir is None else
            'miss' if _cache_entries(cache_dir) - before else 'hit')
@@ -80,6 +92,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   flops = float(cost.get('flops', 0.0)) if cost else 0.0
   memory = compiled.memory_analysis()
   times = []
+  to_first_step = process_seconds()
   for step in range(warmup + steps):
     start = time.perf_counter()
     state, opt_state, losses, _ = inv.step(state, opt_state, keys, targets,
@@ -101,6 +114,7 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
       'achieved_gflops': flops / seconds / 1e9,
       'peak_memory_bytes': int(peak),
       'compile_s': compile_s, 'compile_cache': cache,
+      'time_to_first_step_s': to_first_step,
   }
 
 
@@ -168,7 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   for key in ('device', 'resolution', 'batch', 'method', 'lpips',
               'ms_per_step', 'image_steps_per_s', 'flops_per_image_step',
               'achieved_gflops', 'matmul_peak_gflops', 'peak_memory_bytes',
-              'compile_s', 'compile_cache'):
+              'compile_s', 'compile_cache', 'time_to_first_step_s'):
     if key in result:
       value = result[key]
       print(f'{key:<22} {value:.4g}' if isinstance(value, float)

@@ -1,6 +1,7 @@
 """python -m sphinx_jax.bench: the JSON line it ends with."""
 
 import json
+import sys
 
 from conftest import run_cli
 from sphinx_jax import bench
@@ -20,6 +21,10 @@ def test_json_last_line_on_a_converted_generator(converted, capsys):
   assert result['dtype'] == 'float32' and result['lpips'] is False
   assert result['image_steps_per_s'] > 0 and result['flops_per_image_step'] > 1e6
   assert abs(result['image_steps_per_s'] * result['ms_per_step'] / 1e3 - 2) < 1e-6
+  if sys.platform.startswith('linux'):  # the process's age, from /proc
+    assert result['time_to_first_step_s'] > result['compile_s'] > 0
+  else:
+    assert result['time_to_first_step_s'] is None
 
 
 def test_random_config_f_generator_and_matmul_peak(capsys):

@@ -356,9 +356,21 @@ class Inverter:
     state, (B,) losses and the (B, H, W, 3) images generated at this step.
     `draws`: None, or this step's random inputs for each image (the
     method's `draw` pytree with a leading batch axis) to use instead."""
-    return _step(self.plan, state, opt_state, keys, draws, targets,
-                 target_feats, op_params, jax.device_put(np.int32(step)),
-                 self._steps_total, self.g_compute, self.lpips_compute)
+    return _step(*self._step_args(state, opt_state, keys, targets,
+                                  target_feats, op_params, step, draws))
+
+  def lower_step(self, state, opt_state, keys, targets, target_feats,
+                 op_params, step: int = 0, draws=None):
+    """`step`'s program lowered for these arguments, to compile apart (the
+    bench times its compilation); `step` then reuses what it compiled."""
+    return _step.lower(*self._step_args(state, opt_state, keys, targets,
+                                        target_feats, op_params, step, draws))
+
+  def _step_args(self, state, opt_state, keys, targets, target_feats,
+                 op_params, step, draws):
+    return (self.plan, state, opt_state, keys, draws, targets, target_feats,
+            op_params, jax.device_put(np.int32(step)), self._steps_total,
+            self.g_compute, self.lpips_compute)
 
   def steps(self, state, opt_state, keys, targets, target_feats, op_params,
             first: int, count: int):

@@ -48,7 +48,10 @@ def test_matches_reference(params, golden, name):
 
 def test_identical_images_have_zero_distance(params, golden):
   a = golden['ex_ref_p0_a'][None]
-  assert float(LPIPS(params, a, a)[0]) == 0.
+  # Zero to float rounding, not exactly: XLA compiles the two images' VGG
+  # passes as separate fusions, which may round differently (measured
+  # 3.6e-16 with XLA's own CPU convolutions; distinct images are > 1e-3).
+  assert abs(float(LPIPS(params, a, a)[0])) < 1e-12
 
 
 def test_batch_equals_single_images(params, golden):

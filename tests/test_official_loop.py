@@ -52,12 +52,14 @@ def test_replaying_the_official_draws_reproduces_the_official_loop(converted,
       nhwc(loop['target']), [0], start=(start, opt_state, 0), draws=draws,
       on_step=lambda step, loss, *_: losses.append(float(loss[0])))
 
-  # Measured: losses within 2e-6 of the official ones at every step, the
-  # last image within 3.4e-6, 168062 of the state's 168064 numbers within
-  # 1.2e-7 and two within 3e-5: two kernel entries whose near-zero gradients
-  # Adam normalises, where our own float32 and float64 runs differ as much.
+  # Measured: losses within 2.1e-6 of the official ones at every step on the
+  # development machine and within 1.05e-5 on CI's (another processor, so
+  # other float rounding, which Adam amplifies over the 40 steps), the last
+  # image within 3.6e-6, 168062 of the state's 168064 numbers within 1.2e-7
+  # and two within 3e-5: two kernel entries whose near-zero gradients Adam
+  # normalises, where our own float32 and float64 runs differ as much.
   assert len(losses) == int(loop['steps'])
-  np.testing.assert_allclose(losses, loop['loss'], rtol=1e-5)
+  np.testing.assert_allclose(losses, loop['loss'], rtol=3e-5)
   final = jax.tree_util.tree_leaves(_official_state(loop, 'final'))
   got = jax.tree_util.tree_leaves(
       jax.tree_util.tree_map(lambda x: np.asarray(x)[0], result.state))

@@ -2,7 +2,8 @@
 
 Runs on a random-weight generator with the config-f channel table (`Architecture.standard`) (or a
 converted one with --generator), excludes compilation and warm-up, and reports
-the median over timed steps. The step's compilation is timed apart
+the median over timed steps, each one dispatch of the multi-step program that
+runs use (`Inverter.steps`) with one step. The step's compilation is timed apart
 (`compile_s`), with `compile_cache` saying whether the persistent cache
 served it ('hit': a warm compile), had to store it ('miss': a cold one) or
 is off; `time_to_first_step_s` is the process's age when its first step
@@ -82,8 +83,8 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   op_params = inv.operator_params(np.arange(batch))
   before = _cache_entries(cache_dir)
   start = time.perf_counter()
-  compiled = inv.lower_step(state, opt_state, keys, targets, feats,
-                            op_params).compile()
+  compiled = inv.lower_steps(state, opt_state, keys, targets, feats,
+                             op_params).compile()
   compile_s = time.perf_counter() - start
   cache = ('off' if cache_dir is None else
            'miss' if _cache_entries(cache_dir) - before else 'hit')
@@ -95,8 +96,8 @@ def bench(g: Generator, batch: int, steps: int, method: str, use_lpips: bool,
   to_first_step = process_seconds()
   for step in range(warmup + steps):
     start = time.perf_counter()
-    state, opt_state, losses, _ = inv.step(state, opt_state, keys, targets,
-                                           feats, op_params, step)
+    state, opt_state, losses, _ = inv.steps(state, opt_state, keys, targets,
+                                            feats, op_params, step, 1)
     losses.block_until_ready()
     if step >= warmup:
       times.append(time.perf_counter() - start)

@@ -359,13 +359,6 @@ class Inverter:
     return _step(*self._step_args(state, opt_state, keys, targets,
                                   target_feats, op_params, step, draws))
 
-  def lower_step(self, state, opt_state, keys, targets, target_feats,
-                 op_params, step: int = 0, draws=None):
-    """`step`'s program lowered for these arguments, to compile apart (the
-    bench times its compilation); `step` then reuses what it compiled."""
-    return _step.lower(*self._step_args(state, opt_state, keys, targets,
-                                        target_feats, op_params, step, draws))
-
   def _step_args(self, state, opt_state, keys, targets, target_feats,
                  op_params, step, draws):
     return (self.plan, state, opt_state, keys, draws, targets, target_feats,
@@ -376,10 +369,25 @@ class Inverter:
             first: int, count: int):
     """`count` steps from step `first` in one dispatch; returns what `step`
     returns, with the losses and images of the last of them."""
+    return _steps(*self._steps_args(state, opt_state, keys, targets,
+                                    target_feats, op_params, first, count))
+
+  def lower_steps(self, state, opt_state, keys, targets, target_feats,
+                  op_params, first: int = 0, count: int = 1):
+    """The program `steps` (and so `invert`) runs, lowered for these
+    arguments, to compile apart (the bench times its compilation, the
+    automatic batch size reads its memory); `steps` then reuses what it
+    compiled, for any `first` and `count`."""
+    return _steps.lower(*self._steps_args(state, opt_state, keys, targets,
+                                          target_feats, op_params, first,
+                                          count))
+
+  def _steps_args(self, state, opt_state, keys, targets, target_feats,
+                  op_params, first, count):
     first, count = jax.device_put((np.int32(first), np.int32(count)))
-    return _steps(self.plan, state, opt_state, keys, targets, target_feats,
-                  op_params, first, count, self._steps_total, self.g_compute,
-                  self.lpips_compute)
+    return (self.plan, state, opt_state, keys, targets, target_feats,
+            op_params, first, count, self._steps_total, self.g_compute,
+            self.lpips_compute)
 
   def step_memory(self, batch: int) -> int:
     """Bytes per device the compiled steps need for `batch` images of this
@@ -396,12 +404,9 @@ class Inverter:
     keys, state, opt_state = self.init(ids)
     r = self.g.resolution
     targets = self.placement.shard(np.zeros((batch, r, r, 3), np.float32))
-    feats = self.target_features(targets)
-    first, count = jax.device_put((np.int32(0), np.int32(1)))
-    memory = _steps.lower(
-        self.plan, state, opt_state, keys, targets, feats,
-        self.operator_params(ids), first, count, self._steps_total,
-        self.g_compute, self.lpips_compute).compile().memory_analysis()
+    memory = self.lower_steps(
+        state, opt_state, keys, targets, self.target_features(targets),
+        self.operator_params(ids)).compile().memory_analysis()
     return int(memory.argument_size_in_bytes + memory.output_size_in_bytes +
                memory.temp_size_in_bytes - memory.alias_size_in_bytes)
 

@@ -23,6 +23,7 @@ from jax import lax
 import numpy as np
 
 from sphinx_jax.convert import safe_pickle
+from sphinx_jax.models.conv import conv2d
 from sphinx_jax.errors import SphinxError
 
 Params = dict[str, Any]
@@ -142,8 +143,7 @@ def _vgg16_taps(params: Params, x: jax.Array) -> Features:
       x = _max_pool_2x2(x)
       continue
     conv = params['convs'][conv_index]
-    x = lax.conv_general_dilated(x, conv['kernel'], (1, 1), ((1, 1), (1, 1)),
-                                 dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    x = conv2d(x, conv['kernel'], ((1, 1), (1, 1)))
     x = jax.nn.relu(x + conv['bias'])
     if conv_index in _TAPPED_CONVS:
       taps.append(x)

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sphinx_jax.models.conv import conv2d, same_padding
+
 Array = jax.Array
 
 SQRT2 = math.sqrt(2.0)
@@ -31,7 +33,6 @@ SQRT2 = math.sqrt(2.0)
 _FIR_1D = np.array([1.0, 3.0, 3.0, 1.0])
 UP_FIR = (np.outer(_FIR_1D, _FIR_1D) / np.outer(_FIR_1D, _FIR_1D).sum() * 4.0
           ).astype(np.float32)
-_NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,8 +163,7 @@ def _transposed_conv(x: Array, weight: Array) -> Array:
   so four small convolutions give the four interleaved phases.
   """
   def conv(k, rows, cols):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), (rows, cols),
-                                        dimension_numbers=_NHWC)
+    return conv2d(x, k, (rows, cols))
 
   even, odd = (1, 1), (0, 0)
   ee = conv(weight[0::2, 0::2], even, even)  # (B, H+1, W+1, O)
@@ -241,8 +241,7 @@ def modulated_conv(x: Array, weight: Array, style: Array, up: bool = False,
   if up:
     x = _fir(_transposed_conv(x, weight.astype(x.dtype)), lhs_dilation=1, pad=1)
   else:
-    x = jax.lax.conv_general_dilated(
-        x, weight.astype(x.dtype), (1, 1), 'SAME', dimension_numbers=_NHWC)
+    x = conv2d(x, weight.astype(x.dtype), same_padding(weight.shape))
   if demodulate:
     power = jnp.sum(weight * weight, axis=(0, 1))  # (I, O)
     demod = jax.lax.rsqrt((style * style) @ power + 1e-8)  # (B, O)

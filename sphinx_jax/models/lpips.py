@@ -23,8 +23,8 @@ from jax import lax
 import numpy as np
 
 from sphinx_jax.convert import safe_pickle
-from sphinx_jax.models.conv import conv2d
 from sphinx_jax.errors import SphinxError
+from sphinx_jax.models.conv import conv2d
 
 Params = dict[str, Any]
 Features = tuple[jax.Array, ...]

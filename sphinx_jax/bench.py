@@ -29,10 +29,11 @@ from sphinx_jax.files.generator_dir import load_generator
 from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
 from sphinx_jax.runtime import compile_cache, xla_flags
+from sphinx_jax.runtime.compile_options import jit_run_once
 
 
 def random_generator(arch: Architecture, seed: int = 0) -> Generator:
-  params = jax.jit(StyleGAN2(arch).init)(
+  params = jit_run_once(StyleGAN2(arch).init)(
       jax.random.key(seed), jnp.zeros((1, arch.z_dim)))['params']
   return Generator(arch=arch, params=params, w_avg=jnp.zeros(arch.w_dim))
 

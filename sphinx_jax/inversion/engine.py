@@ -24,6 +24,7 @@ from sphinx_jax.inversion import methods, metrics, objective, operators
 from sphinx_jax.inversion import stages as stages_lib
 from sphinx_jax.models import lpips
 from sphinx_jax.models.generator import Generator, w_coordinate_spread
+from sphinx_jax.runtime.compile_options import jit_run_once
 from sphinx_jax.runtime.sharding import Placement
 
 Array = jax.Array
@@ -187,7 +188,7 @@ def _robustness(plan: Plan, state, wplus, content, keys, scale, g):
                                                     keys, scale, g)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jit_run_once, static_argnums=0)
 def _init(plan: Plan, keys, g):
   def one(k):
     state = plan.method.init(k[0], g)

@@ -32,6 +32,7 @@ from sphinx_jax.files.generator_dir import save_generator
 from sphinx_jax.models.discriminator import Discriminator, r1_penalty
 from sphinx_jax.models.generator import Generator
 from sphinx_jax.models.stylegan2 import Architecture, StyleGAN2
+from sphinx_jax.runtime.compile_options import jit_run_once
 from sphinx_jax.training import digits_score
 
 W_AVG_BETA = 0.995  # NVIDIA's w_avg tracking
@@ -107,7 +108,7 @@ class Trainer:
             jax.random.split(self.init_keys[2], len(self.arch.noise_resolutions)),
             self.arch.noise_resolutions))
     # Jitted: initialising op by op costs seconds of dispatch and compilation.
-    self.init_state = jax.jit(self._init_state)
+    self.init_state = jit_run_once(self._init_state)
     self.g_step = jax.jit(self._g_step)
     self.d_step = jax.jit(self._d_step, static_argnames='regularize')
     self.sample = jax.jit(self._sample)

@@ -181,7 +181,7 @@ def _robustness_one(plan: Plan, state, wplus, content, keys, scale, g):
   return total / ROBUST_DRAWS
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(jit_run_once, static_argnums=0)
 def _robustness(plan: Plan, state, wplus, content, keys, scale, g):
   return jax.vmap(functools.partial(_robustness_one, plan),
                   in_axes=(0, 0, 0, 0, None, None))(state, wplus, content,

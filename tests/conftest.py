@@ -93,3 +93,14 @@ def converted(tmp_path_factory):
     out[kind] = str(root / kind)
     convert.convert(str(FIXTURES / name), out[kind])
   return out
+
+
+# The modules whose tests take longest (tens of seconds each, mostly
+# compilation) are collected first: xdist hands tests out in collection
+# order, and one of them started last would leave the other workers idle.
+_LONGEST_FIRST = ('test_staged_methods.py', 'test_demo.py', 'test_resume.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
